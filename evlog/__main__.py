@@ -1,0 +1,5 @@
+"""`python -m evlog`."""
+
+from evlog.cli import main
+
+main()

@@ -1,0 +1,80 @@
+"""The exception tree and the exit codes (SPEC 5).
+
+Every error evlog reports on purpose is an ``EvlogError``; ``evlog.cli.main``
+is the one place that turns them into exit codes and one stderr line.
+
+    EvlogError                      exit 1  runtime error
+    ├── LogNotFound                 exit 1  no log at the directory
+    ├── SettingsError               exit 1  evlog.toml unusable (names file and key)
+    ├── UsageError                  exit 2  bad flag value, bad filter expression
+    ├── InvalidEvent                exit 4  an event was rejected; nothing written
+    │   └── InvalidLine             exit 4  ... naming the input line
+    ├── CorruptionError             exit 5  a bad record (segment, position, offset)
+    ├── Busy                        exit 75 a lock is held by someone else
+    └── NotAvailable                exit 1  a command this version does not provide yet
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    PARTIAL = 3
+    INVALID_INPUT = 4
+    CORRUPT = 5
+    BUSY = 75
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class EvlogError(Exception):
+    """Base of every error evlog reports on purpose."""
+
+    exit_code = ExitCode.ERROR
+
+
+class LogNotFound(EvlogError):
+    def __init__(self, path: object) -> None:
+        super().__init__(f"no log at {path} (create one with `evlog init` or `evlog append`)")
+
+
+class SettingsError(EvlogError):
+    def __init__(self, path: object, key: str, problem: str) -> None:
+        self.path, self.key, self.problem = path, key, problem
+        super().__init__(f"{path}: {key}: {problem}")
+
+
+class UsageError(EvlogError):
+    exit_code = ExitCode.USAGE
+
+
+class InvalidEvent(EvlogError):
+    exit_code = ExitCode.INVALID_INPUT
+
+
+class InvalidLine(InvalidEvent):
+    def __init__(self, line: int, reason: str, others: int = 0) -> None:
+        self.line, self.reason, self.others = line, reason, others
+        more = f" (and {others} more invalid line{'s' if others != 1 else ''})" if others else ""
+        super().__init__(f"line {line}: {reason}{more}; nothing was appended")
+
+
+class CorruptionError(EvlogError):
+    exit_code = ExitCode.CORRUPT
+
+    def __init__(self, segment: str, position: int, offset: int | None, problem: str) -> None:
+        self.segment, self.position, self.offset, self.problem = segment, position, offset, problem
+        at = f"offset {offset}" if offset is not None else "an unknown offset"
+        super().__init__(f"corrupt record at {at} (segment {segment}, byte {position}): {problem}")
+
+
+class Busy(EvlogError):
+    exit_code = ExitCode.BUSY
+
+
+class NotAvailable(EvlogError):
+    pass

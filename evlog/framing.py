@@ -1,0 +1,314 @@
+"""Record frames: how one record is laid out as bytes in a segment, per format.
+
+JSON Lines (`.jsonl`): one record per line, still valid JSON, its fields in
+SPEC 4 order followed by a fixed-width checksum field::
+
+    {"offset":7,"id":"…","time":"2026-11-27T08:00:00.000000Z","type":"t",
+     "source":"evlog","subject":null,"key":null,"data":{…},"crc32":"1a2b3c4d"}\\n
+    └──────────────────────── body ────────────────────────┘└──── 20 bytes ───┘
+
+    crc32 = zlib.crc32(body), as 8 lowercase hex digits; the line ends "}\\n".
+    A record's JSON (for `read --format json`) is the body plus "}".
+
+MessagePack (`.msgpack`): a 10-byte header and a payload::
+
+    +--------+-----------+-----------+---------------------------------------+
+    | magic  | length    | crc32     | payload: msgpack array of 8 items     |
+    | u16 LE | u32 LE    | u32 LE    | [offset, id, time, type, source,      |
+    | 0xE71F | payload   | of the    |  subject, key, data]                  |
+    |        | bytes     | payload   |                                       |
+    +--------+-----------+-----------+---------------------------------------+
+
+A frame that fails its check is either an incomplete last record (a writer
+died mid-append: nothing valid follows it in the last segment) or corruption.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from evlog.errors import CorruptionError
+
+CRC_SUFFIX_LEN = 20
+_CRC_OPEN = b',"crc32":"'
+_OFFSET_PREFIX = b'{"offset":'
+
+MP_HEADER = struct.Struct("<HII")
+MP_MAGIC = 0xE71F
+assert MP_HEADER.size == 10
+_MP_MAGIC_BYTES = MP_HEADER.pack(MP_MAGIC, 0, 0)[:2]
+_MP_MAX_PAYLOAD = 1 << 30
+
+READ_CHUNK = 1 << 20
+
+
+class Record(msgspec.Struct, gc=False):
+    """A stored event, fields in SPEC 4 order."""
+
+    offset: int
+    id: str
+    time: str
+    type: str
+    source: str
+    subject: str | None
+    key: str | None
+    data: Any = None
+
+
+class _Rest(msgspec.Struct, gc=False):
+    type: str
+    source: str
+    subject: str | None
+    key: str | None
+    data: msgspec.Raw
+
+
+class _Head(msgspec.Struct, gc=False):
+    offset: int
+    id: str
+    time: str
+
+
+class _Peek(msgspec.Struct, gc=False, array_like=True):
+    offset: int
+    id: str
+    time: str
+
+
+_json_encode = msgspec.json.Encoder().encode
+_json_record = msgspec.json.Decoder(Record).decode
+_mp_encode = msgspec.msgpack.Encoder().encode
+_mp_record = msgspec.msgpack.Decoder(tuple[int, str, str, str, str, str | None, str | None, Any]).decode
+_mp_peek = msgspec.msgpack.Decoder(_Peek).decode
+_crc32 = zlib.crc32
+
+
+class Codec:
+    """Encodes records into frames and finds frames in segment bytes."""
+
+    name: str
+    suffix: str
+
+    def rest(self, type_: str, source: str, subject: str | None, key: str | None,
+             data_json: bytes) -> bytes:
+        """The fields after `time`, encoded once, before offset and time are known."""
+        raise NotImplementedError
+
+    def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
+        raise NotImplementedError
+
+    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
+        """Valid frames at the start of `data` (which begins at file position `pos`).
+
+        Returns (frames as (position, frame bytes), bytes consumed, stopped at a bad frame).
+        Without `final`, an incomplete frame at the end is left for the next call.
+        """
+        raise NotImplementedError
+
+    def record(self, frame: bytes) -> Record:
+        raise NotImplementedError
+
+    def head(self, frame: bytes) -> tuple[int, str, str]:
+        """(offset, id, time) of a valid frame, without decoding its data."""
+        raise NotImplementedError
+
+    def json(self, frame: bytes) -> bytes:
+        """The record as one compact JSON object (no newline)."""
+        return _json_encode(self.record(frame))
+
+    def resync(self, data: bytes, start: int) -> int | None:
+        """Index in `data` (>= start) where a valid frame begins, or None."""
+        raise NotImplementedError
+
+    def guess_offset(self, data: bytes) -> int | None:
+        """The offset a damaged frame claims, when it can still be read."""
+        return None
+
+
+class JsonlCodec(Codec):
+    name = "jsonl"
+    suffix = ".jsonl"
+
+    def rest(self, type_: str, source: str, subject: str | None, key: str | None,
+             data_json: bytes) -> bytes:
+        return _json_encode(_Rest(type_, source, subject, key, msgspec.Raw(data_json)))[1:-1]
+
+    def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
+        body = b'{"offset":%d,"id":%s,"time":"%s",%s' % (offset, _json_encode(id_), time.encode(), rest)
+        return b'%s,"crc32":"%08x"}\n' % (body, _crc32(body))
+
+    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
+        lines = data.split(b"\n")
+        tail = lines.pop()  # bytes after the last newline: an unfinished line
+        out: list[tuple[int, bytes]] = []
+        append = out.append
+        start = pos
+        crc = _crc32
+        for line in lines:
+            if (line[-CRC_SUFFIX_LEN:-10] != _CRC_OPEN or line[-2:] != b'"}'
+                    or b"%08x" % crc(line[:-CRC_SUFFIX_LEN]) != line[-10:-2]
+                    or line[:10] != _OFFSET_PREFIX):
+                return out, pos - start, True
+            append((pos, line))
+            pos += len(line) + 1
+        return out, pos - start, bool(final and tail)
+
+    def record(self, frame: bytes) -> Record:
+        return _json_record(frame)
+
+    def head(self, frame: bytes) -> tuple[int, str, str]:
+        h = msgspec.json.decode(frame, type=_Head)
+        return h.offset, h.id, h.time
+
+    def offset(self, frame: bytes) -> int:
+        return int(frame[10:frame.index(b",", 10)])
+
+    def json(self, frame: bytes) -> bytes:
+        return frame[:-CRC_SUFFIX_LEN] + b"}"
+
+    def resync(self, data: bytes, start: int) -> int | None:
+        nl = data.find(b"\n", start)
+        while nl != -1:
+            frames, _, _ = self.split(data[nl + 1:data.find(b"\n", nl + 1) + 1], 0, False)
+            if frames:
+                return nl + 1
+            nl = data.find(b"\n", nl + 1)
+        return None
+
+    def guess_offset(self, data: bytes) -> int | None:
+        if data.startswith(_OFFSET_PREFIX):
+            end = data.find(b",", 10, 40)
+            if end > 10 and data[10:end].isdigit():
+                return int(data[10:end])
+        return None
+
+
+class MsgpackCodec(Codec):
+    name = "msgpack"
+    suffix = ".msgpack"
+
+    def rest(self, type_: str, source: str, subject: str | None, key: str | None,
+             data_json: bytes) -> bytes:
+        data = msgspec.json.decode(data_json)
+        return _mp_encode((type_, source, subject, key, data))[1:]  # without the array header
+
+    def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
+        payload = b"\x98" + _mp_encode((offset, id_, time))[1:] + rest
+        return MP_HEADER.pack(MP_MAGIC, len(payload), _crc32(payload)) + payload
+
+    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
+        out: list[tuple[int, bytes]] = []
+        i, n = 0, len(data)
+        unpack = MP_HEADER.unpack_from
+        while i + 10 <= n:
+            magic, length, crc = unpack(data, i)
+            if magic != MP_MAGIC or length > _MP_MAX_PAYLOAD:
+                return out, i, True
+            end = i + 10 + length
+            if end > n:
+                break
+            payload = data[i + 10:end]
+            if _crc32(payload) != crc:
+                return out, i, True
+            out.append((pos + i, payload))
+            i = end
+        return out, i, bool(final and i < n)
+
+    def record(self, frame: bytes) -> Record:
+        return Record(*_mp_record(frame))
+
+    def head(self, frame: bytes) -> tuple[int, str, str]:
+        p = _mp_peek(frame)
+        return p.offset, p.id, p.time
+
+    def offset(self, frame: bytes) -> int:
+        return _mp_peek(frame).offset
+
+    def resync(self, data: bytes, start: int) -> int | None:
+        i = data.find(_MP_MAGIC_BYTES, start)
+        while i != -1:
+            frames, _, _ = self.split(data[i:], 0, True)
+            if frames:
+                return i
+            i = data.find(_MP_MAGIC_BYTES, i + 1)
+        return None
+
+    def guess_offset(self, data: bytes) -> int | None:
+        try:
+            return int(_mp_peek(data[10:]).offset)
+        except (msgspec.DecodeError, ValueError):
+            return None
+
+
+CODECS: dict[str, Codec] = {"jsonl": JsonlCodec(), "msgpack": MsgpackCodec()}
+
+
+def codec_for(fmt: str) -> Codec:
+    return CODECS[fmt]
+
+
+class FrameReader:
+    """Reads the valid frames of one segment file from a position, in order.
+
+    After iterating, `end` is the position after the last valid frame and
+    `bad` is None (clean end of file) or the position of a frame that failed
+    its check or was cut short. `stop` bounds the reading (exclusive).
+    """
+
+    def __init__(self, codec: Codec, fd: int, start: int = 0, stop: int | None = None,
+                 chunk: int = READ_CHUNK) -> None:
+        self.codec, self.fd, self.start, self.stop, self.chunk = codec, fd, start, stop, chunk
+        self.end = start
+        self.bad: int | None = None
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        pos = self.start
+        carry = b""
+        split = self.codec.split
+        pread = os.pread
+        stop = self.stop
+        while True:
+            size = self.chunk if stop is None else min(self.chunk, stop - pos - len(carry))
+            block = pread(self.fd, size, pos + len(carry)) if size > 0 else b""
+            final = not block
+            data = carry + block if carry else block
+            if not data:
+                break
+            frames, used, bad = split(data, pos, final)
+            yield from frames
+            pos += used
+            self.end = pos
+            if bad:
+                self.bad = pos
+                return
+            if final:
+                break
+            carry = data[used:]
+            if len(carry) > 4 * self.chunk:
+                self.chunk *= 2  # a record larger than the chunk: read more at once
+        self.end = pos
+
+
+def classify(codec: Codec, fd: int, bad: int, size: int) -> int | None:
+    """Where the next valid frame after the bad one at `bad` starts, or None (a torn tail).
+
+    Reads the rest of the file at once: it is at most one segment, and this
+    only runs on damage.
+    """
+    data = os.pread(fd, max(0, size - bad), bad)
+    found = codec.resync(data, 1)
+    return None if found is None else bad + found
+
+
+def corruption(codec: Codec, segment: str, fd: int, bad: int, previous_offset: int | None) -> CorruptionError:
+    head = os.pread(fd, 64, bad)
+    offset = codec.guess_offset(head)
+    if offset is None and previous_offset is not None:
+        offset = previous_offset + 1
+    return CorruptionError(segment, bad, offset, "checksum mismatch or damaged frame")

@@ -1,0 +1,553 @@
+"""The log as a whole: its directory, segments, the append lock, writing and reading.
+
+Writing. Appends from any number of processes are serialised by an
+exclusive `flock` on `DIR/.lock`, held only while frames are written, never
+while input is awaited. Under the lock a writer reads the end of the active
+(last) segment from its last index entry, sets aside and cuts off an
+incomplete last record (a writer killed mid-append), gives each event the
+next offset and a time no earlier than the last record's, and writes whole
+frames with O_APPEND. A segment is sealed (fsynced) before the next one is
+created; a created file is followed by an fsync of the directory. With
+fsync = always or batch the data is fsynced before the lock is released, so
+an acknowledged append survives a crash. A writer that fails part way
+through a batch truncates what it wrote, so a batch is all or nothing.
+
+Reading takes no lock. Readers see only whole frames that pass their
+checksum; bytes after the last valid frame of the last segment are an
+incomplete record still being written (or left by a dead writer) and are
+ignored; anything else that fails its check is corruption.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from evlog import index as idx
+from evlog import settings as settings_mod
+from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
+from evlog.event import Pending, uuid7_factory
+from evlog.framing import Codec, codec_for, corruption, classify
+from evlog.segment import Segment
+from evlog.settings import Settings
+from evlog.units import format_time, now_us, time_to_us
+
+SEGMENT_RE = re.compile(r"(\d{20})\.(jsonl|msgpack)")
+WRITE_BUFFER = 4 << 20
+
+
+def default_dir() -> Path:
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "evlog"
+
+
+class AppendResult(msgspec.Struct):
+    first: int | None
+    last: int | None
+    count: int
+    offsets: list[int]        # the offset of each input item, appended or found by its id
+    duplicates: int
+
+
+class Log:
+    def __init__(self, directory: Path, settings: Settings) -> None:
+        self.dir = directory
+        self.settings = settings
+        self.codec: Codec = codec_for(settings.format)
+        self.segments_dir = directory / "segments"
+        self.lock_path = directory / ".lock"
+
+    # -- opening -------------------------------------------------------------------
+
+    @staticmethod
+    def settings_path(directory: Path) -> Path:
+        return directory / "evlog.toml"
+
+    @classmethod
+    def open(cls, directory: Path) -> Log:
+        path = cls.settings_path(directory)
+        if not path.is_file():
+            raise LogNotFound(directory)
+        return cls(directory, settings_mod.load(path))
+
+    @classmethod
+    def create(cls, directory: Path, settings: Settings, exist_ok: bool) -> Log:
+        """Create the log (directory, settings, segments/); an existing one is an error unless exist_ok."""
+        path = cls.settings_path(directory)
+        if path.is_file():
+            if exist_ok:
+                return cls.open(directory)
+            raise EvlogError(f"a log already exists at {directory}")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            (directory / "segments").mkdir(exist_ok=True)
+            created = settings_mod.write_new(path, settings)
+            if settings.fsync != "never":
+                idx.fsync_dir(directory)
+        except OSError as e:
+            raise EvlogError(f"cannot create a log at {directory}: {e.strerror}") from None
+        if not created and not exist_ok:
+            raise EvlogError(f"a log already exists at {directory}")
+        return cls.open(directory) if not created else cls(directory, settings)
+
+    # -- segments ------------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        """The segments, oldest first."""
+        try:
+            names = os.listdir(self.segments_dir)
+        except FileNotFoundError:
+            return []
+        suffix = self.codec.suffix
+        bases = sorted(int(n[:20]) for n in names if n.endswith(suffix) and SEGMENT_RE.fullmatch(n))
+        interval = self.settings.index_interval_bytes
+        return [Segment(self.segments_dir, b, self.codec, interval) for b in bases]
+
+    # -- locking -------------------------------------------------------------------
+
+    @contextmanager
+    def lock(self, wait: bool = True) -> Iterator[None]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise Busy(f"the log at {self.dir} is locked by another process") from None
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
+
+    @contextmanager
+    def writer(self) -> Iterator[Writer]:
+        with self.lock():
+            w = Writer(self)
+            try:
+                yield w
+            finally:
+                w.close()
+
+    # -- reading -------------------------------------------------------------------
+
+    def read(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
+             to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
+        """The frames of the range, in offset order; raises CorruptionError at a bad record."""
+        return Reader(self).frames(start=start, since_us=since_us, last=last, to=to, until_us=until_us)
+
+    def tail(self, n: int, match: Callable[[bytes], bool] | None = None) -> list[bytes]:
+        """The last n frames (that match), oldest first."""
+        return Reader(self).tail(n, match)[0]
+
+    def tail_with_end(self, n: int, match: Callable[[bytes], bool] | None = None) -> tuple[list[bytes], int]:
+        """The last n frames (that match), and the offset after the last record of the log."""
+        return Reader(self).tail(n, match)
+
+    def reader(self) -> Reader:
+        return Reader(self)
+
+
+class Reader:
+    """Reads frames across segments, seeking with the index files."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.codec = log.codec
+        self.segments = log.segments()
+        self.next_offset = self.segments[-1].base if self.segments else 0  # after the last frame read
+
+    def frames(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
+               to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
+        segs = self.segments
+        if not segs:
+            return
+        begin_seg, begin_pos = 0, 0
+        if last is not None:
+            begin_seg, begin_pos = self._last_start(last)
+        if start is not None:
+            i = max(0, _floor_base(segs, start))
+            if (i, 0) > (begin_seg, begin_pos):
+                fd = segs[i].open()
+                try:
+                    begin_seg, begin_pos = i, segs[i].seek_offset(fd, start, self._may_write(i))
+                finally:
+                    os.close(fd)
+        if since_us is not None:
+            i, pos = self._seek_time(since_us)
+            if (i, pos) > (begin_seg, begin_pos):
+                begin_seg, begin_pos = i, pos
+        codec = self.codec
+        offset_of = codec.offset  # type: ignore[attr-defined]
+        time_of = _time_getter(codec)
+        until = format_time(until_us) if until_us is not None else None
+        since = format_time(since_us) if since_us is not None else None
+        for i in range(begin_seg, len(segs)):
+            seg = segs[i]
+            try:
+                fd = seg.open()
+            except FileNotFoundError:
+                continue  # removed since it was listed (compaction); its successor follows
+            try:
+                reader = seg.frames(fd, begin_pos if i == begin_seg else 0)
+                skipping = start is not None or since is not None
+                prev = seen = None
+                for _, frame in reader:
+                    seen = frame
+                    if skipping:
+                        if (start is not None and offset_of(frame) < start) or \
+                                (since is not None and time_of(frame) < since):
+                            continue
+                        skipping = False
+                    if to is not None and offset_of(frame) > to:
+                        return
+                    if until is not None and time_of(frame) >= until:
+                        return
+                    prev = frame
+                    yield frame
+                if seen is not None:
+                    self.next_offset = offset_of(seen) + 1
+                if reader.bad is not None:
+                    self._bad(seg, fd, reader.bad, i == len(segs) - 1, prev)
+            finally:
+                os.close(fd)
+
+    def _bad(self, seg: Segment, fd: int, bad: int, is_last: bool, prev: bytes | None) -> None:
+        """Stop quietly at an incomplete last record; raise at corruption."""
+        size = os.fstat(fd).st_size
+        if is_last and classify(self.codec, fd, bad, size) is None:
+            return
+        prev_offset = self.codec.offset(prev) if prev is not None else None  # type: ignore[attr-defined]
+        raise corruption(self.codec, seg.name, fd, bad, prev_offset)
+
+    def _may_write(self, i: int) -> bool:
+        """Readers rewrite a damaged index only for sealed segments; the writer owns the active one."""
+        return i < len(self.segments) - 1
+
+    def _seek_time(self, t_us: int) -> tuple[int, int]:
+        segs = self.segments
+        lo, hi = 0, len(segs) - 1
+        # The last segment whose first record is older than t_us (segment times never decrease).
+        found = 0
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            fd = segs[mid].open()
+            try:
+                first = segs[mid].first_time_us(fd, self._may_write(mid))
+            finally:
+                os.close(fd)
+            if first is not None and first < t_us:
+                found, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        fd = segs[found].open()
+        try:
+            return found, segs[found].seek_time(fd, t_us, self._may_write(found))
+        finally:
+            os.close(fd)
+
+    def _reverse_chunks(self) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
+        """(segment number, frames of one index chunk), from the end of the log backwards."""
+        segs = self.segments
+        for i in range(len(segs) - 1, -1, -1):
+            seg = segs[i]
+            try:
+                fd = seg.open()
+            except FileNotFoundError:
+                continue
+            try:
+                starts = seg.chunk_starts(fd, self._may_write(i))
+                stops = starts[1:] + [None]
+                for j in range(len(starts) - 1, -1, -1):
+                    reader = seg.frames(fd, starts[j], stops[j])
+                    frames = list(reader)
+                    if reader.bad is not None:
+                        self._bad(seg, fd, reader.bad, i == len(segs) - 1 and stops[j] is None,
+                                  frames[-1][1] if frames else None)
+                    yield i, frames
+            finally:
+                os.close(fd)
+
+    def _last_start(self, n: int) -> tuple[int, int]:
+        """Where the n-th last record starts (the log's start when it holds fewer)."""
+        if n <= 0:
+            return len(self.segments), 0
+        need = n
+        for i, frames in self._reverse_chunks():
+            if len(frames) >= need:
+                return i, frames[len(frames) - need][0]
+            need -= len(frames)
+        return 0, 0
+
+    def tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:
+        """The last n frames (that match), oldest first, and the offset after the log's last record."""
+        end: int | None = None
+        got: list[list[bytes]] = []
+        have = 0
+        for _, frames in self._reverse_chunks():
+            if end is None and frames:
+                end = self.codec.offset(frames[-1][1]) + 1  # type: ignore[attr-defined]
+            if n <= 0:
+                break
+            chosen = [f for _, f in frames if match is None or match(f)]
+            if chosen:
+                got.append(chosen)
+                have += len(chosen)
+                if have >= n:
+                    break
+        out = [f for chunk in reversed(got) for f in chunk]
+        return (out[-n:] if n > 0 else []), (self.next_offset if end is None else end)
+
+
+def _floor_base(segs: list[Segment], offset: int) -> int:
+    lo, hi = 0, len(segs)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if segs[mid].base <= offset:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo - 1
+
+
+def _time_getter(codec: Codec) -> Callable[[bytes], str]:
+    if codec.name == "jsonl":
+        def jsonl_time(frame: bytes) -> str:
+            i = frame.index(b',"time":"') + 9
+            return frame[i:i + 27].decode()
+        return jsonl_time
+    return lambda frame: codec.head(frame)[2]
+
+
+class Writer:
+    """Appends frames to the active segment while holding the log's lock."""
+
+    def __init__(self, log: Log) -> None:
+        self.log = log
+        self.codec = log.codec
+        s = log.settings
+        self.segment_bytes, self.interval, self.fsync = s.segment_bytes, s.index_interval_bytes, s.fsync
+        self.fd = self.index_fd = self.time_fd = -1
+        self.segment: Segment | None = None
+        self.dirty = False
+        self.recent_ids: dict[str, int] | None = None
+        self._open_active()
+
+    # -- state -------------------------------------------------------------------------
+
+    def _open_active(self) -> None:
+        log = self.log
+        segs = log.segments()
+        if not segs:
+            log.segments_dir.mkdir(exist_ok=True)
+            self._create_segment(0)
+            self.next_offset, self.last_time_us = 0, 0
+            return
+        seg = segs[-1]
+        fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
+        tail = seg.tail(fd, write=True)
+        if tail.bad is not None:
+            size = os.fstat(fd).st_size
+            if classify(self.codec, fd, tail.bad, size) is not None:
+                os.close(fd)
+                raise CorruptionError(seg.name, tail.bad, (tail.last_offset or seg.base - 1) + 1,
+                                      "damaged record in the active segment; run `evlog verify --repair`")
+            self._cut_torn_tail(seg, fd, tail.bad, size)
+        self.segment, self.fd = seg, fd
+        self.end = tail.end
+        self.count = tail.count
+        self.last_entry_pos = tail.last_entry_pos
+        self.index_fd = os.open(seg.index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        self.time_fd = os.open(seg.time_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        if tail.new_entries:
+            off, tim = seg.encode_entries(tail.new_entries)
+            os.write(self.index_fd, off)
+            os.write(self.time_fd, tim)
+        if tail.last_offset is not None:
+            self.next_offset = tail.last_offset + 1
+            self.last_time_us = time_to_us(tail.last_time or "")
+        else:
+            self.next_offset = seg.base
+            self.last_time_us = self._previous_time(segs[:-1])
+
+    def _previous_time(self, sealed: list[Segment]) -> int:
+        for seg in reversed(sealed):
+            fd = seg.open()
+            try:
+                tail = seg.tail(fd, write=True)
+            finally:
+                os.close(fd)
+            if tail.last_time:
+                return time_to_us(tail.last_time)
+        return 0
+
+    def _cut_torn_tail(self, seg: Segment, fd: int, bad: int, size: int) -> None:
+        """Set the incomplete last record aside in DIR/quarantine/, then truncate it away."""
+        torn = os.pread(fd, size - bad, bad)
+        qdir = self.log.dir / "quarantine"
+        qdir.mkdir(exist_ok=True)
+        keep = qdir / f"{seg.name}.{bad}.{time.time_ns()}.torn"
+        with open(keep, "wb") as f:
+            f.write(torn)
+            f.flush()
+            os.fsync(f.fileno())
+        idx.fsync_dir(qdir)
+        os.ftruncate(fd, bad)
+        os.fsync(fd)
+
+    def _create_segment(self, base: int) -> None:
+        log = self.log
+        seg = Segment(log.segments_dir, base, self.codec, self.interval)
+        try:
+            fd = os.open(seg.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
+            if os.fstat(fd).st_size:
+                os.close(fd)
+                raise EvlogError(f"segment {seg.name} exists already and is not empty") from None
+        for path, magic in ((seg.index_path, idx.OFFSET_MAGIC), (seg.time_path, idx.TIME_MAGIC)):
+            with open(path, "wb") as f:
+                f.write(idx.header(magic, base))
+        self.segment, self.fd = seg, fd
+        self.end = self.count = 0
+        self.last_entry_pos = None
+        self.index_fd = os.open(seg.index_path, os.O_WRONLY | os.O_APPEND)
+        self.time_fd = os.open(seg.time_path, os.O_WRONLY | os.O_APPEND)
+        if self.fsync != "never":
+            idx.fsync_dir(log.segments_dir)
+
+    def _close_files(self) -> None:
+        for fd in (self.fd, self.index_fd, self.time_fd):
+            if fd >= 0:
+                os.close(fd)
+        self.fd = self.index_fd = self.time_fd = -1
+
+    def close(self) -> None:
+        self._close_files()
+
+    # -- dedup ---------------------------------------------------------------------------
+
+    def _recent(self) -> dict[str, int]:
+        """Ids of the records appended within dedup_window, with their offsets."""
+        if self.recent_ids is None:
+            since = now_us() - self.log.settings.dedup_window_us
+            head = self.codec.head
+            recent: dict[str, int] = {}
+            for frame in Reader(self.log).frames(since_us=since):
+                off, id_, _ = head(frame)
+                recent.setdefault(id_, off)
+            self.recent_ids = recent
+        return self.recent_ids
+
+    # -- appending -----------------------------------------------------------------------
+
+    def append(self, items: Iterable[Pending], sync: bool = True) -> AppendResult:
+        """Append the items in order, all or nothing; ids seen within dedup_window are skipped."""
+        t_us = max(now_us(), self.last_time_us)
+        time_str = format_time(t_us)
+        new_id = uuid7_factory(t_us // 1000)
+        start_state = (self.segment, self.end, self.count, self.next_offset)
+        created: list[Segment] = []
+        offsets: list[int] = []
+        first = None
+        duplicates = 0
+        buf: list[bytes] = []
+        buffered = 0
+        index_buf: list[tuple[int, int, int, int]] = []
+        frame_of = self.codec.frame
+        seg_bytes = self.segment_bytes
+        interval = self.interval
+        try:
+            for item in items:
+                id_ = item.id
+                if id_ is not None:
+                    recent = self._recent()
+                    seen = recent.get(id_)
+                    if seen is not None:
+                        offsets.append(seen)
+                        duplicates += 1
+                        continue
+                    recent[id_] = self.next_offset
+                else:
+                    id_ = new_id()
+                offset = self.next_offset
+                frame = frame_of(offset, id_, time_str, item.rest)
+                pos = self.end + buffered
+                if pos and pos + len(frame) > seg_bytes:
+                    self._flush(buf, index_buf)
+                    buf, buffered, index_buf = [], 0, []
+                    self._seal()
+                    self._create_segment(offset)
+                    created.append(self.segment)  # type: ignore[arg-type]
+                    pos = 0
+                if self.last_entry_pos is None or pos - self.last_entry_pos >= interval:
+                    index_buf.append((offset, pos, self.count, t_us))
+                    self.last_entry_pos = pos
+                buf.append(frame)
+                buffered += len(frame)
+                self.count += 1
+                self.next_offset = offset + 1
+                if first is None:
+                    first = offset
+                offsets.append(offset)
+                if buffered >= WRITE_BUFFER:
+                    self._flush(buf, index_buf)
+                    buf, buffered, index_buf = [], 0, []
+            self._flush(buf, index_buf)
+            if sync and self.fsync != "never" and self.dirty:
+                os.fsync(self.fd)
+                self.dirty = False
+        except BaseException:
+            self._rollback(start_state, created)
+            raise
+        self.last_time_us = t_us
+        last = self.next_offset - 1 if first is not None else None
+        return AppendResult(first, last, len(offsets) - duplicates, offsets, duplicates)
+
+    def _flush(self, buf: list[bytes], index_buf: list[tuple[int, int, int, int]]) -> None:
+        if buf:
+            data = b"".join(buf)
+            view = memoryview(data)
+            while view:
+                written = os.write(self.fd, view)
+                view = view[written:]
+            self.end += len(data)
+            self.dirty = True
+        if index_buf:
+            assert self.segment is not None
+            off, tim = self.segment.encode_entries(index_buf)
+            os.write(self.index_fd, off)
+            os.write(self.time_fd, tim)
+
+    def _seal(self) -> None:
+        if self.fsync != "never" and self.dirty:
+            os.fsync(self.fd)
+        self.dirty = False
+        self._close_files()
+
+    def _rollback(self, state: tuple, created: list[Segment]) -> None:
+        """Undo a failed append: remove segments it created, cut the first one back."""
+        segment, end, count, next_offset = state
+        self._close_files()
+        for seg in created:
+            for p in (seg.path, seg.index_path, seg.time_path):
+                try:
+                    p.unlink()
+                except FileNotFoundError:
+                    pass
+        if segment is not None:
+            try:
+                with open(segment.path, "r+b") as f:
+                    f.truncate(end)
+                    os.fsync(f.fileno())
+            except OSError:
+                pass
+        # The index may now point past the end; it is checked on use and rebuilt.
+        self.segment = None
+        self.recent_ids = None
+        self.next_offset = next_offset

@@ -1,0 +1,53 @@
+"""The `pretty` format: one colored, aligned line per event, for people at a terminal."""
+
+from __future__ import annotations
+
+import io
+import shutil
+
+import msgspec
+from rich.console import Console
+from rich.text import Text
+
+from evlog.framing import Codec
+
+_encode = msgspec.json.Encoder().encode
+TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")
+
+
+class PrettyRenderer:
+    """offset  time  type  key  data — the data shortened to fit the line."""
+
+    def __init__(self, codec: Codec, width: int | None = None, color: bool | None = None) -> None:
+        self.codec = codec
+        self.width = width or shutil.get_terminal_size((100, 24)).columns
+        self.buffer = io.StringIO()
+        self.console = Console(file=self.buffer, width=self.width, force_terminal=color,
+                               no_color=color is False, highlight=False, soft_wrap=True)
+        self.type_width = 12
+
+    def render(self, frame: bytes) -> bytes:
+        rec = self.codec.record(frame)
+        data = "" if rec.data is None else _encode(rec.data).decode()
+        self.type_width = min(32, max(self.type_width, len(rec.type)))
+        line = Text(no_wrap=True, overflow="ellipsis")
+        line.append(f"{rec.offset:>8} ", style="dim")
+        line.append(rec.time[:10] + " ", style="dim")
+        line.append(rec.time[11:23] + " ", style="bright_black")
+        line.append(_fit(rec.type, self.type_width).ljust(self.type_width) + " ",
+                    style="bold " + TYPE_STYLES[hash(rec.type.split(".")[0]) % len(TYPE_STYLES)])
+        if rec.key is not None:
+            line.append(_fit(rec.key, 24) + " ", style="yellow")
+        if rec.subject is not None:
+            line.append(_fit(rec.subject, 24) + " ", style="italic")
+        room = max(10, self.width - len(line.plain) - 1)
+        line.append(_fit(data, room), style="default")
+        self.console.print(line)
+        out = self.buffer.getvalue()
+        self.buffer.seek(0)
+        self.buffer.truncate()
+        return out.encode()
+
+
+def _fit(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: max(1, width - 1)] + "…"

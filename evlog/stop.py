@@ -1,0 +1,26 @@
+"""Stopping on signals: SIGTERM unwinds like Ctrl-C, and the exit code says which (130/143)."""
+
+from __future__ import annotations
+
+import signal
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived: unwind like KeyboardInterrupt, then exit 143."""
+
+
+_received: list[int] = []
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    _received.append(signum)
+    raise Terminated()
+
+
+def install() -> None:
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def interrupted() -> BaseException:
+    """The exception for a signal noticed outside Python code (e.g. while waiting in a watcher)."""
+    return Terminated() if _received else KeyboardInterrupt()
