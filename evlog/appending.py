@@ -74,10 +74,11 @@ def one(directory: Path, type_: str, data: bytes, *, key: str | None, subject: s
     if problem:  # checked before the log is created: invalid input writes nothing
         raise InvalidEvent(problem)
     log = _open_or_create(directory)
-    item = _validator(log, source).pending(type_, data, key, subject, source, id_)
+    item = _validator(log, source).item(type_, data, key, subject, source, id_)
     with log.writer() as w:
         result = w.append([item])
-    return log, result.offsets[0]
+    assert result.first_item is not None
+    return log, result.first_item
 
 
 class BatchSummary(msgspec.Struct):
@@ -101,7 +102,7 @@ def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
     from evlog.ingest import Spool, read_batch
 
     log = _open_or_create(directory)
-    spool = read_batch(fd, _validator(log, source), Spool(log.dir))
+    spool = read_batch(fd, _validator(log, source), Spool(log.dir, log.codec))
     try:
         if not len(spool):
             return BatchSummary(0, None, None, 0)

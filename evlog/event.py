@@ -1,15 +1,14 @@
 """Events as callers give them: validation, ids, and the CloudEvents mapping (SPEC 4).
 
-An accepted event becomes a `Pending` (its id, or None for a generated one,
-and the frame bytes that follow `time`), ready for the writer to give it an
-offset and a time.
+An accepted event becomes an *item*: the bytes of its frame that follow
+`time`, prefixed with its id when the caller gave one (see Codec.item), ready
+for the writer to give it an offset, a time and, without an id, a UUIDv7.
 """
 
 from __future__ import annotations
 
-import os
 import re
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 
@@ -22,12 +21,6 @@ _TYPE_RE = re.compile(r"[!-)+-=?-~]{1,256}")
 # Bytes of a frame besides the id and the fields after `time`: the offset
 # (20 digits at most), the time, field names and the checksum.
 _FRAME_OVERHEAD = 100
-
-
-class Pending(NamedTuple):
-    id: str | None
-    rest: bytes
-    size: int  # the record's size as a JSON line, at most
 
 
 class EventIn(msgspec.Struct, gc=False):
@@ -72,36 +65,73 @@ def _text_problem(name: str, value: str | None, limit: int | None = None) -> str
 
 
 class Validator:
-    """Turns input events into Pending items for one log, remembering types it has checked."""
+    """Turns input events into items for one log, remembering the types it has checked."""
 
     def __init__(self, codec: Codec, max_event_bytes: int, default_source: str) -> None:
         self.codec, self.max_event_bytes, self.default_source = codec, max_event_bytes, default_source
-        self.good_types: set[str] = set()
+        self.known_types: dict[str, bytes] = {}  # valid types, JSON-encoded
+        self.rest = codec.rest
+        self.item_of = codec.item
 
-    def pending(self, type_: str, data_json: bytes, key: str | None, subject: str | None,
-                source: str | None, id_: str | None) -> Pending:
-        """Validate one event (raises InvalidEvent) and encode what follows its time."""
-        if type_ not in self.good_types:
+    def item(self, type_: str, data_json: bytes | msgspec.Raw, key: str | None, subject: str | None,
+             source: str | None, id_: str | None) -> bytes:
+        """Validate one event (raises InvalidEvent) and encode it as an item."""
+        if type_ not in self.known_types:
             problem = type_problem(type_)
             if problem:
                 raise InvalidEvent(problem)
-            self.good_types.add(type_)
-        if key is not None or subject is not None or source is not None or id_ is not None:
+            if len(self.known_types) < 10_000:
+                self.known_types[type_] = _json_encode(type_)
+        if (key is not None and "\x00" in key) or (subject is not None and "\x00" in subject) \
+                or (source is not None and "\x00" in source) or id_ is not None:
             problem = (_text_problem("key", key) or _text_problem("subject", subject)
                        or _text_problem("source", source) or _text_problem("id", id_, ID_MAX))
             if problem:
                 raise InvalidEvent(problem)
         try:
-            rest = self.codec.rest(type_, source or self.default_source, subject, key, data_json)
+            rest = self.rest(type_, source or self.default_source, subject, key, data_json)
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"data is not valid JSON: {e}") from None
-        size = len(rest) + (36 if id_ is None else len(id_)) + _FRAME_OVERHEAD
+        size = len(rest) + _FRAME_OVERHEAD + (36 if id_ is None else len(id_))
         if size > self.max_event_bytes:
             raise InvalidEvent(f"event is {size} bytes, over max_event_bytes ({self.max_event_bytes})")
-        return Pending(id_, rest, size)
+        return rest if id_ is None else self.item_of(id_, rest)
 
-    def from_line(self, line: bytes) -> Pending:
-        """One input line (JSON object) -> Pending; raises InvalidEvent with the reason."""
+    def from_lines(self, lines: list[bytes]) -> list[bytes]:
+        """Items of many lines; raises at the first bad line (callers retry line by line for details).
+
+        The common case (a known type, no id, no NUL) is encoded inline for JSON
+        Lines logs; every other line takes `from_line`.
+        """
+        if self.codec.name != "jsonl":
+            return [self.from_line(line) for line in lines]
+        decode = decode_event
+        known = self.known_types
+        encode = _json_encode
+        default_source = encode(self.default_source)
+        limit = self.max_event_bytes - _FRAME_OVERHEAD - 36
+        out: list[bytes] = []
+        add = out.append
+        for line in lines:
+            ev = decode(line)
+            t = known.get(ev.type)
+            key, subject, source = ev.key, ev.subject, ev.source
+            if t is None or ev.id is not None or ev.specversion is not None \
+                    or (key is not None and "\x00" in key) or (subject is not None and "\x00" in subject) \
+                    or (source is not None and "\x00" in source):
+                add(self.from_line(line))
+                continue
+            rest = b'"type":%b,"source":%b,"subject":%b,"key":%b,"data":%b' % (
+                t, default_source if source is None else encode(source),
+                b"null" if subject is None else encode(subject), b"null" if key is None else encode(key), ev.data)
+            if len(rest) > limit:
+                add(self.from_line(line))
+                continue
+            add(rest)
+        return out
+
+    def from_line(self, line: bytes) -> bytes:
+        """One input line (a JSON object) -> an item; raises InvalidEvent with the reason."""
         try:
             ev = decode_event(line)
         except msgspec.ValidationError as e:
@@ -109,7 +139,7 @@ class Validator:
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"not valid JSON ({e})") from None
         key = ev.partitionkey if ev.specversion is not None else ev.key
-        return self.pending(ev.type, bytes(ev.data), key, ev.subject, ev.source, ev.id)
+        return self.item(ev.type, ev.data, key, ev.subject, ev.source, ev.id)
 
 
 def _friendly(message: str) -> str:
@@ -125,24 +155,6 @@ def _friendly(message: str) -> str:
 
 def _kind(expected: str) -> str:
     return {"str | null": "a string or null", "str": "a string", "object": "an object"}.get(expected, expected)
-
-
-def uuid7_factory(ms: int):
-    """A function making UUIDv7 strings for the millisecond `ms`: time-sortable, random below."""
-    prefix = f"{(ms >> 16) & 0xFFFFFFFF:08x}-{ms & 0xFFFF:04x}-7"
-    pool = bytearray()
-
-    def make() -> str:
-        nonlocal pool
-        if len(pool) < 10:
-            pool = bytearray(os.urandom(10 * 512))
-        r = int.from_bytes(pool[:10], "big")
-        del pool[:10]
-        rand_a = r >> 68
-        var_hi = 0x8 | ((r >> 64) & 0x3)
-        return f"{prefix}{rand_a:03x}-{var_hi:x}{(r >> 52) & 0xFFF:03x}-{r & 0xFFFFFFFFFFFF:012x}"
-
-    return make
 
 
 def cloudevent(rec: Record) -> dict[str, Any]:

@@ -28,12 +28,13 @@ from __future__ import annotations
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
 
 from evlog.errors import CorruptionError
+from evlog.ids import uuid7_prefix
 
 CRC_SUFFIX_LEN = 20
 _CRC_OPEN = b',"crc32":"'
@@ -46,6 +47,7 @@ _MP_MAGIC_BYTES = MP_HEADER.pack(MP_MAGIC, 0, 0)[:2]
 _MP_MAX_PAYLOAD = 1 << 30
 
 READ_CHUNK = 1 << 20
+_ID_LEN = struct.Struct("<I")
 
 
 class Record(msgspec.Struct, gc=False):
@@ -59,14 +61,6 @@ class Record(msgspec.Struct, gc=False):
     subject: str | None
     key: str | None
     data: Any = None
-
-
-class _Rest(msgspec.Struct, gc=False):
-    type: str
-    source: str
-    subject: str | None
-    key: str | None
-    data: msgspec.Raw
 
 
 class _Head(msgspec.Struct, gc=False):
@@ -96,12 +90,29 @@ class Codec:
     suffix: str
 
     def rest(self, type_: str, source: str, subject: str | None, key: str | None,
-             data_json: bytes) -> bytes:
+             data_json: bytes | msgspec.Raw) -> bytes:
         """The fields after `time`, encoded once, before offset and time are known."""
         raise NotImplementedError
 
     def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
         raise NotImplementedError
+
+    def item(self, id_: str, rest: bytes) -> bytes:
+        """An item with a caller's id: b"I", the id, a separator, the rest (a rest never starts with "I")."""
+        raise NotImplementedError
+
+    def split_item(self, item: bytes) -> tuple[str, bytes]:
+        raise NotImplementedError
+
+    def framer(self, time: str, ms: int) -> Callable[[int, bytes], bytes]:
+        """frame(offset, rest) for one batch: generated UUIDv7 ids and one append time."""
+        prefix, start = uuid7_prefix(ms)
+        frame = self.frame
+
+        def generated(offset: int, rest: bytes) -> bytes:
+            return frame(offset, f"{prefix}{(start + offset) & 0xFFFF_FFFF_FFFF:012x}", time, rest)
+
+        return generated
 
     def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
         """Valid frames at the start of `data` (which begins at file position `pos`).
@@ -135,13 +146,47 @@ class JsonlCodec(Codec):
     name = "jsonl"
     suffix = ".jsonl"
 
+    def __init__(self) -> None:
+        self._strings: dict[str, bytes] = {}
+
+    def _cached(self, text: str) -> bytes:
+        """JSON of a string that recurs (types, sources), encoded once."""
+        b = self._strings.get(text)
+        if b is None:
+            b = _json_encode(text)
+            if len(self._strings) < 10_000:
+                self._strings[text] = b
+        return b
+
     def rest(self, type_: str, source: str, subject: str | None, key: str | None,
-             data_json: bytes) -> bytes:
-        return _json_encode(_Rest(type_, source, subject, key, msgspec.Raw(data_json)))[1:-1]
+             data_json: bytes | msgspec.Raw) -> bytes:
+        return b'"type":%b,"source":%b,"subject":%b,"key":%b,"data":%b' % (
+            self._cached(type_), self._cached(source),
+            b"null" if subject is None else _json_encode(subject),
+            b"null" if key is None else _json_encode(key), data_json)
 
     def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
-        body = b'{"offset":%d,"id":%s,"time":"%s",%s' % (offset, _json_encode(id_), time.encode(), rest)
-        return b'%s,"crc32":"%08x"}\n' % (body, _crc32(body))
+        body = b'{"offset":%d,"id":%b,"time":"%b",%b' % (offset, _json_encode(id_), time.encode(), rest)
+        return b'%b,"crc32":"%08x"}\n' % (body, _crc32(body))
+
+    def item(self, id_: str, rest: bytes) -> bytes:
+        return b"I%b\x1f%b" % (_json_encode(id_), rest)  # a JSON string never holds a raw \x1f
+
+    def split_item(self, item: bytes) -> tuple[str, bytes]:
+        sep = item.index(b"\x1f")
+        return msgspec.json.decode(item[1:sep]), item[sep + 1:]
+
+    def framer(self, time: str, ms: int) -> Callable[[int, bytes], bytes]:
+        prefix, start = uuid7_prefix(ms)
+        head = b',"id":"' + prefix.encode()
+        stamp = b'","time":"' + time.encode() + b'",'
+        crc = _crc32
+
+        def generated(offset: int, rest: bytes) -> bytes:
+            body = b'{"offset":%d%b%012x%b%b' % (offset, head, (start + offset) & 0xFFFF_FFFF_FFFF, stamp, rest)
+            return b'%b,"crc32":"%08x"}\n' % (body, crc(body))
+
+        return generated
 
     def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
         lines = data.split(b"\n")
@@ -194,9 +239,17 @@ class MsgpackCodec(Codec):
     suffix = ".msgpack"
 
     def rest(self, type_: str, source: str, subject: str | None, key: str | None,
-             data_json: bytes) -> bytes:
+             data_json: bytes | msgspec.Raw) -> bytes:
         data = msgspec.json.decode(data_json)
         return _mp_encode((type_, source, subject, key, data))[1:]  # without the array header
+
+    def item(self, id_: str, rest: bytes) -> bytes:
+        raw = id_.encode()
+        return b"I" + _ID_LEN.pack(len(raw)) + raw + rest
+
+    def split_item(self, item: bytes) -> tuple[str, bytes]:
+        (n,) = _ID_LEN.unpack_from(item, 1)
+        return item[5:5 + n].decode(), item[5 + n:]
 
     def frame(self, offset: int, id_: str, time: str, rest: bytes) -> bytes:
         payload = b"\x98" + _mp_encode((offset, id_, time))[1:] + rest

@@ -12,58 +12,72 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator
+from typing import IO
+
+import msgspec
 from pathlib import Path
 
 from evlog.errors import InvalidEvent, InvalidLine
-from evlog.event import Pending, Validator
+from evlog.event import Validator
+from evlog.framing import Codec
 
 READ_SIZE = 1 << 20
-SPOOL_MEMORY = 64 << 20
-_LEN = struct.Struct("<II")
-_NO_ID = 0xFFFFFFFF
+SPOOL_MEMORY = 128 << 20
+_LEN = struct.Struct("<I")
 
 
 class Spool:
-    """Pending events in input order: a list, then a temporary file."""
+    """Items in input order: in memory up to a limit, then in an unlinked temporary file.
 
-    def __init__(self, directory: Path, memory_limit: int = SPOOL_MEMORY) -> None:
+    JSON Lines items hold no newline, so the file is newline-separated and is
+    read back in large blocks; MessagePack items are length-prefixed.
+    """
+
+    def __init__(self, directory: Path, codec: Codec, memory_limit: int = SPOOL_MEMORY) -> None:
         self.directory, self.memory_limit = directory, memory_limit
-        self.items: list[Pending] = []
+        self.lined = codec.name == "jsonl"
+        self.items: list[bytes] = []
         self.bytes = 0
-        self.file: tempfile._TemporaryFileWrapper[bytes] | None = None  # type: ignore[name-defined]
-        self.spilled = 0
+        self.count = 0
+        self.file: IO[bytes] | None = None
 
-    def add(self, item: Pending) -> None:
-        self.items.append(item)
-        self.bytes += len(item.rest) + 64
+    def add(self, item: bytes) -> None:
+        self.extend([item])
+
+    def extend(self, items: list[bytes]) -> None:
+        self.items.extend(items)
+        self.bytes += sum(map(len, items))
         if self.bytes > self.memory_limit:
             self._spill()
 
     def _spill(self) -> None:
         if self.file is None:
             self.file = tempfile.TemporaryFile(dir=self.directory, prefix=".batch-")  # noqa: SIM115
-        parts = []
-        for item in self.items:
-            id_bytes = item.id.encode() if item.id is not None else b""
-            parts.append(_LEN.pack(_NO_ID if item.id is None else len(id_bytes), len(item.rest)))
-            parts.append(id_bytes)
-            parts.append(item.rest)
-        self.file.write(b"".join(parts))
-        self.spilled += len(self.items)
+        if self.lined:
+            self.file.write(b"\n".join(self.items) + b"\n")
+        else:
+            self.file.write(b"".join(_LEN.pack(len(i)) + i for i in self.items))
+        self.count += len(self.items)
         self.items, self.bytes = [], 0
 
     def __len__(self) -> int:
-        return self.spilled + len(self.items)
+        return self.count + len(self.items)
 
-    def __iter__(self) -> Iterator[Pending]:
+    def __iter__(self) -> Iterator[bytes]:
         if self.file is not None:
             f = self.file
             f.flush()
             f.seek(0)
-            for _ in range(self.spilled):
-                id_len, rest_len = _LEN.unpack(f.read(_LEN.size))
-                id_ = None if id_len == _NO_ID else f.read(id_len).decode()
-                yield Pending(id_, f.read(rest_len), 0)
+            if self.lined:
+                carry = b""
+                while block := f.read(READ_SIZE):
+                    parts = (carry + block).split(b"\n")
+                    carry = parts.pop()
+                    yield from parts
+            else:
+                for _ in range(self.count):
+                    (n,) = _LEN.unpack(f.read(_LEN.size))
+                    yield f.read(n)
         yield from self.items
 
     def close(self) -> None:
@@ -93,22 +107,29 @@ def read_batch(fd: int, validator: Validator, spool: Spool) -> Spool:
     first_bad: tuple[int, str] | None = None
     others = 0
     from_line = validator.from_line
-    add = spool.add
     for group in lines(fd):
+        if first_bad is None:
+            try:
+                spool.extend(validator.from_lines(group))
+                number += len(group)
+                continue
+            except (InvalidEvent, msgspec.MsgspecError):
+                pass  # a blank or bad line in this group: go line by line
+        items = []
+        add = items.append
         for line in group:
             number += 1
-            if not line.strip():
-                continue
             try:
-                item = from_line(line)
+                add(from_line(line))
             except InvalidEvent as e:
+                if not line.strip():
+                    continue  # blank lines are ignored
                 if first_bad is None:
                     first_bad = (number, str(e))
                 else:
                     others += 1
-                continue
-            if first_bad is None:
-                add(item)
+        if first_bad is None:
+            spool.extend(items)
     if first_bad is not None:
         spool.close()
         raise InvalidLine(first_bad[0], first_bad[1], others)

@@ -20,7 +20,10 @@ ignored; anything else that fails its check is corruption.
 
 from __future__ import annotations
 
+import bisect
 import fcntl
+import itertools
+import operator
 import os
 import re
 import time
@@ -33,7 +36,6 @@ import msgspec
 from evlog import index as idx
 from evlog import settings as settings_mod
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
-from evlog.event import Pending, uuid7_factory
 from evlog.framing import Codec, codec_for, corruption, classify
 from evlog.segment import Segment
 from evlog.settings import Settings
@@ -41,6 +43,15 @@ from evlog.units import format_time, now_us, time_to_us
 
 SEGMENT_RE = re.compile(r"(\d{20})\.(jsonl|msgpack)")
 WRITE_BUFFER = 4 << 20
+APPEND_RUN = 4096
+_ID_MARK = ord("I")  # first byte of an item that carries a caller's id (Codec.item)
+_first_byte = operator.itemgetter(0)
+
+
+def _runs(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
+    it = iter(items)
+    while run := list(itertools.islice(it, size)):
+        yield run
 
 
 def default_dir() -> Path:
@@ -53,7 +64,7 @@ class AppendResult(msgspec.Struct):
     first: int | None
     last: int | None
     count: int
-    offsets: list[int]        # the offset of each input item, appended or found by its id
+    first_item: int | None    # offset of the first input item, appended or found by its id
     duplicates: int
 
 
@@ -446,83 +457,116 @@ class Writer:
 
     # -- appending -----------------------------------------------------------------------
 
-    def append(self, items: Iterable[Pending], sync: bool = True) -> AppendResult:
-        """Append the items in order, all or nothing; ids seen within dedup_window are skipped."""
+    def append(self, items: Iterable[bytes], sync: bool = True) -> AppendResult:
+        """Append the items (see Codec.item) in order, all or nothing; known ids are skipped.
+
+        Items are framed in runs of APPEND_RUN; a run with no caller's id is
+        framed in one comprehension, the hot path of `append --batch`.
+        """
         t_us = max(now_us(), self.last_time_us)
         time_str = format_time(t_us)
-        new_id = uuid7_factory(t_us // 1000)
+        generated = self.codec.framer(time_str, t_us // 1000)
+        frame_with_id = self.codec.frame
+        split_item = self.codec.split_item
         start_state = (self.segment, self.end, self.count, self.next_offset)
-        created: list[Segment] = []
-        offsets: list[int] = []
-        first = None
+        self._created: list[Segment] = []
+        self._buf: list[bytes] = []
+        self._index_buf: list[tuple[int, int, int, int]] = []
+        self._buffered = 0
+        first_item_offset: int | None = None
         duplicates = 0
-        buf: list[bytes] = []
-        buffered = 0
-        index_buf: list[tuple[int, int, int, int]] = []
-        frame_of = self.codec.frame
-        seg_bytes = self.segment_bytes
-        interval = self.interval
+        offset = self.next_offset
         try:
-            for item in items:
-                id_ = item.id
-                if id_ is not None:
-                    recent = self._recent()
-                    seen = recent.get(id_)
-                    if seen is not None:
-                        offsets.append(seen)
-                        duplicates += 1
-                        continue
-                    recent[id_] = self.next_offset
+            for run in _runs(items, APPEND_RUN):
+                if _ID_MARK in map(_first_byte, run):  # caller's ids: check each against the window
+                    frames = []
+                    for item in run:
+                        if item[0] == _ID_MARK:
+                            id_, rest = split_item(item)
+                            recent = self._recent()
+                            seen = recent.get(id_)
+                            if seen is not None:
+                                duplicates += 1
+                                if first_item_offset is None:
+                                    first_item_offset = seen
+                                continue
+                            recent[id_] = offset + len(frames)
+                            frames.append(frame_with_id(offset + len(frames), id_, time_str, rest))
+                        else:
+                            frames.append(generated(offset + len(frames), item))
+                        if first_item_offset is None:
+                            first_item_offset = offset
                 else:
-                    id_ = new_id()
-                offset = self.next_offset
-                frame = frame_of(offset, id_, time_str, item.rest)
-                pos = self.end + buffered
-                if pos and pos + len(frame) > seg_bytes:
-                    self._flush(buf, index_buf)
-                    buf, buffered, index_buf = [], 0, []
-                    self._seal()
-                    self._create_segment(offset)
-                    created.append(self.segment)  # type: ignore[arg-type]
-                    pos = 0
-                if self.last_entry_pos is None or pos - self.last_entry_pos >= interval:
-                    index_buf.append((offset, pos, self.count, t_us))
-                    self.last_entry_pos = pos
-                buf.append(frame)
-                buffered += len(frame)
-                self.count += 1
-                self.next_offset = offset + 1
-                if first is None:
-                    first = offset
-                offsets.append(offset)
-                if buffered >= WRITE_BUFFER:
-                    self._flush(buf, index_buf)
-                    buf, buffered, index_buf = [], 0, []
-            self._flush(buf, index_buf)
+                    frames = [generated(o, item) for o, item in zip(itertools.count(offset), run)]
+                    if first_item_offset is None:
+                        first_item_offset = offset
+                if frames:
+                    self._put(frames, offset, t_us)
+                    offset += len(frames)
+                    self.next_offset = offset
+            self._flush()
             if sync and self.fsync != "never" and self.dirty:
                 os.fsync(self.fd)
                 self.dirty = False
         except BaseException:
-            self._rollback(start_state, created)
+            self._rollback(start_state, self._created)
             raise
         self.last_time_us = t_us
-        last = self.next_offset - 1 if first is not None else None
-        return AppendResult(first, last, len(offsets) - duplicates, offsets, duplicates)
+        appended = offset - start_state[3]
+        first = start_state[3] if appended else None
+        last = offset - 1 if appended else None
+        return AppendResult(first, last, appended, first_item_offset, duplicates)
 
-    def _flush(self, buf: list[bytes], index_buf: list[tuple[int, int, int, int]]) -> None:
-        if buf:
-            data = b"".join(buf)
+    def _put(self, frames: list[bytes], offset: int, t_us: int) -> None:
+        """Buffer frames with offsets offset.., adding index entries and sealing full segments."""
+        pos0 = self.end + self._buffered
+        starts = list(itertools.accumulate(map(len, frames), initial=pos0))
+        if starts[-1] > self.segment_bytes and (pos0 or len(frames) > 1):
+            for i, frame in enumerate(frames):  # this run fills the segment: one by one, rolling
+                pos = self.end + self._buffered
+                if pos and pos + len(frame) > self.segment_bytes:
+                    self._flush()
+                    self._seal()
+                    self._create_segment(offset + i)
+                    self._created.append(self.segment)  # type: ignore[arg-type]
+                self._put_run([frame], offset + i, t_us)
+            return
+        self._put_run(frames, offset, t_us, starts)
+
+    def _put_run(self, frames: list[bytes], offset: int, t_us: int, starts: list[int] | None = None) -> None:
+        """Buffer frames that fit in the active segment."""
+        if starts is None:
+            starts = list(itertools.accumulate(map(len, frames), initial=self.end + self._buffered))
+        last = self.last_entry_pos
+        n = len(frames)
+        j = 0 if last is None else bisect.bisect_left(starts, last + self.interval, 0, n)
+        while j < n:
+            self._index_buf.append((offset + j, starts[j], self.count + j, t_us))
+            last = starts[j]
+            j = bisect.bisect_left(starts, last + self.interval, j + 1, n)
+        self.last_entry_pos = last
+        self.count += n
+        self._buf.extend(frames)
+        self._buffered += starts[-1] - starts[0]
+        if self._buffered >= WRITE_BUFFER:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buf:
+            data = b"".join(self._buf)
             view = memoryview(data)
             while view:
                 written = os.write(self.fd, view)
                 view = view[written:]
             self.end += len(data)
             self.dirty = True
-        if index_buf:
+            self._buf, self._buffered = [], 0
+        if self._index_buf:
             assert self.segment is not None
-            off, tim = self.segment.encode_entries(index_buf)
+            off, tim = self.segment.encode_entries(self._index_buf)
             os.write(self.index_fd, off)
             os.write(self.time_fd, tim)
+            self._index_buf = []
 
     def _seal(self) -> None:
         if self.fsync != "never" and self.dirty:
@@ -545,9 +589,10 @@ class Writer:
                 with open(segment.path, "r+b") as f:
                     f.truncate(end)
                     os.fsync(f.fileno())
+                    segment.rebuild_index(f.fileno(), write=True)  # entries may point past the new end
             except OSError:
-                pass
-        # The index may now point past the end; it is checked on use and rebuilt.
+                pass  # the index is checked on use and rebuilt
+        self._buf, self._buffered, self._index_buf = [], 0, []
         self.segment = None
         self.recent_ids = None
         self.next_offset = next_offset
