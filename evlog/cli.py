@@ -301,6 +301,442 @@ def _format(fmt: OutFormat | None) -> str:
     return "pretty" if sys.stdout.isatty() else "json"
 
 
+# -- replay, groups, hooks, run, dlq ---------------------------------------------------------
+
+CommandArg = Annotated[list[str] | None, typer.Argument(
+    metavar="-- COMMAND [ARG]...", help="The handler: an argument vector, never run through a shell.",
+    show_default=False)]
+
+
+def _duration(what: str, text: str) -> float:
+    from evlog.units import parse_duration
+
+    return float(_parse(what, parse_duration, text))
+
+
+def _handler(command: list[str] | None) -> list[str]:
+    if not command:
+        raise UsageError("give the handler command after --, e.g. `-- ./handle.sh` or `-- sh -c 'cat >> out'`")
+    return list(command)
+
+
+def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or []:
+        name, eq, value = pair.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--env {pair!r}: use NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def _summary_out(summary: Any, json_: bool) -> None:
+    if json_:
+        import msgspec
+
+        _write_out(msgspec.json.encode(summary.as_dict()) + b"\n")
+    diag.info(summary.text())
+
+
+class OnFailure(str, enum.Enum):
+    dead_letter = "dead-letter"
+    stop = "stop"
+
+
+@app.command()
+def replay(
+    ctx: typer.Context,
+    command: CommandArg = None,
+    from_: Annotated[int | None, typer.Option("--from", min=0, help="Start at this offset.")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="Start at this time (inclusive).")] = None,
+    last: Annotated[int | None, typer.Option("--last", min=0, help="Start at the N-th last event.")] = None,
+    to: Annotated[int | None, typer.Option("--to", min=0, help="Stop after this offset (inclusive).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="Stop before this time (exclusive).")] = None,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    group: Annotated[str | None, typer.Option("--group", help="Keep a durable checkpoint under this name.")]
+        = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failure.")] = 3,
+    backoff: Annotated[str, typer.Option("--backoff", help="First retry delay (doubles, with jitter).")] = "0.5s",
+    max_backoff: Annotated[str, typer.Option("--max-backoff", help="Longest retry delay.")] = "30s",
+    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
+        = "30s",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Up to N records per handler call.")] = 1,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Handlers running at once.")] = 1,
+    on_failure: Annotated[OnFailure, typer.Option("--on-failure", help="After the last retry.")]
+        = OnFailure.dead_letter,
+    clean_env: Annotated[bool, typer.Option("--clean-env", help="Pass only PATH, HOME, LANG, LC_*, TZ, EVLOG_*.")]
+        = False,
+    env: Annotated[list[str] | None, typer.Option("--env", help="Add NAME=VALUE to the handler's environment.")]
+        = None,
+    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Cap the handler's address space.")]
+        = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep consuming new events.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be delivered; run nothing.")]
+        = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
+) -> None:
+    """Run a handler command for each event (or batch), with retries and a dead-letter file.
+
+    Example: evlog replay --group mailer --type 'order.*' --retries 5 -- ./send-mail.sh
+    """
+    from evlog import delivery
+    from evlog.units import parse_size, parse_time_us
+
+    argv = _handler(command)
+    if sum(x is not None for x in (from_, since, last)) > 1:
+        raise UsageError("give at most one of --from, --since, --last")
+    if group is not None:
+        from evlog.groups import check_name
+
+        check_name(group)
+    options = delivery.Options(
+        command=argv, retries=retries, backoff=_duration("--backoff", backoff),
+        max_backoff=_duration("--max-backoff", max_backoff), timeout=_duration("--timeout", timeout),
+        batch=batch, concurrency=concurrency, on_failure=on_failure.value, clean_env=clean_env,
+        env=_env_pairs(env), max_memory=_parse("--max-memory", parse_size, max_memory), dry_run=dry_run)
+    rng = delivery.Range(start=from_, since_us=_parse("--since", parse_time_us, since), last=last, to=to,
+                         until_us=_parse("--until", parse_time_us, until))
+    flt = _filter(type_, key, subject, source, where)
+    log = _state(ctx).log()
+    from evlog.progress import consumer_progress
+
+    with consumer_progress(log, "replay") as progress:
+        consumer = delivery.Consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress)
+        summary = consumer.run()
+    if dry_run:
+        diag.info(f"dry run: {summary.events} events would be delivered; nothing was run")
+    _summary_out(summary, json_)
+    if summary.dead_lettered:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+groups_app = typer.Typer(help="Consumer groups: durable checkpoints of replays and hooks.",
+                         no_args_is_help=True)
+app.add_typer(groups_app, name="groups")
+
+
+@groups_app.command("list")
+def groups_list(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of {name, position, lag}.")] = False,
+) -> None:
+    """Show each group's position (the next offset it will be given) and lag.
+
+    Example: evlog groups list --json
+    """
+    from evlog import consumers
+
+    rows = consumers.group_rows(_state(ctx).log())
+    if json_:
+        import msgspec
+
+        _write_out(msgspec.json.encode(rows) + b"\n")
+        return
+    for r in rows:
+        sys.stdout.write(f"{r['name']}\tposition {r['position']}\tlag {r['lag']}\n")
+
+
+@groups_app.command("reset")
+def groups_reset(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="The group.")],
+    to: Annotated[int | None, typer.Option("--to", min=0, help="Move to this offset.")] = None,
+    to_time: Annotated[str | None, typer.Option("--to-time", help="Move to the first event at or after TIME.")]
+        = None,
+    to_end: Annotated[bool, typer.Option("--to-end", help="Move past the last event.")] = False,
+    to_start: Annotated[bool, typer.Option("--to-start", help="Move to the first event.")] = False,
+) -> None:
+    """Move a group's checkpoint.
+
+    Example: evlog groups reset mailer --to-time 2026-11-27T08:00:00Z
+    """
+    from evlog import consumers
+    from evlog.units import parse_time_us
+
+    if sum((to is not None, to_time is not None, to_end, to_start)) != 1:
+        raise UsageError("give exactly one of --to, --to-time, --to-end, --to-start")
+    position = consumers.reset_group(_state(ctx).log(), name, to=to,
+                                     to_time_us=_parse("--to-time", parse_time_us, to_time),
+                                     to_end=to_end, to_start=to_start)
+    diag.info(f"group {name} now at {position}")
+
+
+@groups_app.command("delete")
+def groups_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The group.")]) -> None:
+    """Remove a group's checkpoint (a later replay with it starts afresh).
+
+    Example: evlog groups delete mailer
+    """
+    from evlog import consumers
+
+    consumers.delete_group(_state(ctx).log(), name)
+
+
+hooks_app = typer.Typer(help="The hook registry: handlers that `evlog run` feeds.", no_args_is_help=True)
+app.add_typer(hooks_app, name="hooks")
+
+
+@hooks_app.command("add")
+def hooks_add(
+    ctx: typer.Context,
+    name: Annotated[str, typer.Argument(help="1-64 of A-Z a-z 0-9 _ -.")],
+    command: CommandArg = None,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failure.")] = 3,
+    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
+        = "30s",
+    batch: Annotated[int, typer.Option("--batch", min=1, help="Up to N records per handler call.")] = 1,
+    from_start: Annotated[bool, typer.Option("--from-start", help="Deliver the existing events too.")] = False,
+) -> None:
+    """Register a handler in hooks.toml; it gets new events only unless --from-start.
+
+    Example: evlog hooks add audit --type 'user.>' -- ./audit.sh
+    """
+    from evlog import consumers
+    from evlog.groups import check_name
+
+    check_name(name, "hook")
+    argv = _handler(command)
+    _duration("--timeout", timeout)
+    _filter(type_, key, subject, source, where)
+    consumers.add_hook(_state(ctx).log(), name, argv, types=list(type_ or []), key=key, subject=subject,
+                       source=source, where=where, retries=retries, timeout=timeout, batch=batch,
+                       from_start=from_start)
+
+
+@hooks_app.command("list")
+def hooks_list(
+    ctx: typer.Context,
+    json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of hooks.")] = False,
+) -> None:
+    """List hooks: name, filters, command, position, lag, dead letters, paused.
+
+    Example: evlog hooks list --json
+    """
+    from evlog import consumers
+
+    rows = consumers.hook_rows(_state(ctx).log())
+    if json_:
+        import msgspec
+
+        _write_out(msgspec.json.encode(rows) + b"\n")
+        return
+    for r in rows:
+        state = "paused" if r["paused"] else "active"
+        sys.stdout.write(f"{r['name']}\t{state}\tposition {r['position']}\tlag {r['lag']}\t"
+                         f"dead letters {r['dead_letters']}\t{' '.join(r['command'])}\n")
+
+
+@hooks_app.command("show")
+def hooks_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The hook.")]) -> None:
+    """Print one hook as JSON.
+
+    Example: evlog hooks show audit
+    """
+    import msgspec
+
+    from evlog import consumers
+
+    _write_out(msgspec.json.encode(consumers.hook_row(_state(ctx).log(), name)) + b"\n")
+
+
+@hooks_app.command("remove")
+def hooks_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The hook.")]) -> None:
+    """Remove a hook and its checkpoint.
+
+    Example: evlog hooks remove audit
+    """
+    from evlog import consumers
+
+    consumers.remove_hook(_state(ctx).log(), name)
+
+
+@hooks_app.command("pause")
+def hooks_pause(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The hook.")]) -> None:
+    """Pause a hook: `evlog run` skips it; its checkpoint stays.
+
+    Example: evlog hooks pause audit
+    """
+    from evlog import consumers
+
+    consumers.set_paused(_state(ctx).log(), name, True)
+
+
+@hooks_app.command("resume")
+def hooks_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The hook.")]) -> None:
+    """Resume a paused hook.
+
+    Example: evlog hooks resume audit
+    """
+    from evlog import consumers
+
+    consumers.set_paused(_state(ctx).log(), name, False)
+
+
+@app.command("run")
+def run_hooks(
+    ctx: typer.Context,
+    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Only these hooks.",
+                                                      show_default=False)] = None,
+    once: Annotated[bool, typer.Option("--once", help="Drain the backlog and exit (for cron).")] = False,
+) -> None:
+    """Deliver events to every active hook (or the named ones), each an independent consumer.
+
+    Example: evlog run --once
+    """
+    from evlog import consumers
+
+    summaries, errors = consumers.run_hooks(_state(ctx).log(), list(names or []), follow=not once)
+    for hook, err in errors:
+        diag.error(f"hook {hook}: {err}")
+    if errors:
+        raise typer.Exit(ExitCode.ERROR)
+    if any(s.dead_lettered for s in summaries):
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+dlq_app = typer.Typer(help="The dead-letter file: inspect, retry, purge.", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+HookOpt = Annotated[str | None, typer.Option("--hook", help="Only entries of this hook.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", help="Only entries of this group.")]
+
+
+@dlq_app.command("list")
+def dlq_list(
+    ctx: typer.Context,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    hook: HookOpt = None,
+    group: GroupOpt = None,
+    json_: Annotated[bool, typer.Option("--json", help="JSON Lines, one entry per line.")] = False,
+) -> None:
+    """List dead-letter entries: a table on a terminal, JSON Lines otherwise.
+
+    Example: evlog dlq list --type 'order.*' --json
+    """
+    from evlog import consumers
+
+    entries = consumers.dead_letter_entries(_state(ctx).log(), _filter(type_, key, subject, source, where),
+                                            hook=hook, group=group)
+    if json_ or not sys.stdout.isatty():
+        import msgspec
+
+        _write_out(b"".join(msgspec.json.encode(e) + b"\n" for e in entries))
+        return
+    from evlog.pretty import dead_letter_table
+
+    dead_letter_table(entries)
+
+
+@dlq_app.command("show")
+def dlq_show(ctx: typer.Context, dlq_id: Annotated[int, typer.Argument(help="The entry's dlq_id.")]) -> None:
+    """Print one dead-letter entry (JSON when not a terminal).
+
+    Example: evlog dlq show 12
+    """
+    import msgspec
+
+    from evlog import consumers
+
+    entry = consumers.dead_letter(_state(ctx).log(), dlq_id)
+    if sys.stdout.isatty():
+        _write_out(msgspec.json.format(msgspec.json.encode(entry), indent=2) + b"\n")
+    else:
+        _write_out(msgspec.json.encode(entry) + b"\n")
+
+
+@dlq_app.command("count")
+def dlq_count(ctx: typer.Context) -> None:
+    """Print the number of dead-letter entries.
+
+    Example: evlog dlq count
+    """
+    from evlog import consumers
+
+    _write_out(b"%d\n" % len(consumers.dead_letter_entries(_state(ctx).log(), None)))
+
+
+@dlq_app.command("retry")
+def dlq_retry(
+    ctx: typer.Context,
+    args: Annotated[list[str] | None, typer.Argument(
+        metavar="[DLQ_ID]... [-- COMMAND [ARG]...]", help="Entries to retry, then optionally another handler.",
+        show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Retry every entry (that matches --hook/--group).")] = False,
+    hook: HookOpt = None,
+    group: GroupOpt = None,
+    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
+        = "30s",
+) -> None:
+    """Run entries' handlers again; entries that now succeed are removed, the others stay.
+
+    Example: evlog dlq retry --all --hook mailer
+    """
+    from evlog import consumers
+
+    ids, command = _ids_and_command(ctx, args)
+    if not ids and not all_ and hook is None and group is None:
+        raise UsageError("give DLQ_IDs, --all, --hook or --group")
+    report = consumers.retry(_state(ctx).log(), ids, hook=hook, group=group, command=command,
+                             timeout=_duration("--timeout", timeout))
+    diag.info(f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
+              f"{len(report.failed)} still failing")
+    if report.failed:
+        raise typer.Exit(ExitCode.PARTIAL)
+
+
+def _ids_and_command(ctx: typer.Context, args: list[str] | None) -> tuple[list[int], list[str] | None]:
+    """DLQ_IDs before `--`, the COMMAND after it (click keeps `--` out of args, so read argv)."""
+    raw = list(args or [])
+    argv = _invocation
+    command: list[str] | None = None
+    if "--" in argv:
+        after = argv[argv.index("--") + 1:]
+        if after and raw[-len(after):] == after:
+            command = after
+            raw = raw[:-len(after)]
+    ids = []
+    for a in raw:
+        if not a.isdigit():
+            raise UsageError(f"not a DLQ_ID: {a!r}")
+        ids.append(int(a))
+    return ids, command
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ctx: typer.Context,
+    ids: Annotated[list[int] | None, typer.Argument(metavar="[DLQ_ID]...", help="Entries to remove.",
+                                                    show_default=False)] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
+    before: Annotated[str | None, typer.Option("--before", help="Remove entries that failed before TIME.")]
+        = None,
+) -> None:
+    """Remove dead-letter entries.
+
+    Example: evlog dlq purge --before 7d
+    """
+    from evlog import consumers
+    from evlog.units import parse_time_us
+
+    if not ids and not all_ and before is None:
+        raise UsageError("give DLQ_IDs, --all or --before TIME")
+    removed = consumers.purge(_state(ctx).log(), list(ids or []), all_=all_,
+                              before_us=_parse("--before", parse_time_us, before))
+    diag.info(f"removed {removed} entries")
+
+
 # -- info / verify -------------------------------------------------------------------------
 
 @app.command()
@@ -358,7 +794,11 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+_invocation: list[str] = []  # the raw arguments, for commands that must see where `--` was
+
+
 def _run(args: list[str], debug: bool) -> int:
+    _invocation[:] = args
     try:
         try:
             command = typer.main.get_command(_only_invoked(app, args))

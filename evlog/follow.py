@@ -12,6 +12,7 @@ exactly once. Memory does not grow with time: nothing is kept but the place.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable, Iterator
 
 from evlog.framing import classify, corruption
@@ -101,18 +102,22 @@ class Follower:
         except FileNotFoundError:
             return False
 
-    def follow(self, interrupted: Callable[[], BaseException]) -> Iterator[list[bytes]]:
-        """Batches of new frames, forever; `interrupted()` gives the exception for a signal."""
+    def follow(self, interrupted: Callable[[], BaseException],
+               stop: threading.Event | None = None) -> Iterator[list[bytes]]:
+        """Batches of new frames until `stop` is set (or forever); `interrupted()` gives the exception
+        for a signal noticed while waiting."""
         from watchfiles._rust_notify import RustNotify
 
         with RustNotify([str(self.log.segments_dir)], False, False, 300, False, True) as watcher:
             try:
-                while True:
+                while stop is None or not stop.is_set():
                     frames = self.poll()
                     if frames:
                         yield frames
-                    got = watcher.watch(DEBOUNCE_MS, STEP_MS, SAFETY_POLL_MS, None)
+                    got = watcher.watch(DEBOUNCE_MS, STEP_MS, SAFETY_POLL_MS, stop)
                     if got == "signal":
                         raise interrupted()
+                    if got == "stop":
+                        return
             finally:
                 self.close()

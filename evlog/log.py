@@ -160,6 +160,10 @@ class Log:
         """The last n frames (that match), and the offset after the last record of the log."""
         return Reader(self).tail(n, match)
 
+    def next_offset(self) -> int:
+        """The offset the next appended event will get (as far as readers can tell)."""
+        return Reader(self).tail(0, None)[1]
+
     def reader(self) -> Reader:
         return Reader(self)
 

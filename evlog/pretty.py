@@ -51,3 +51,18 @@ class PrettyRenderer:
 
 def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
+
+
+def dead_letter_table(entries: list[dict]) -> None:
+    """`dlq list` on a terminal: one row per entry."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in ("id", "failed at", "consumer", "offset", "type", "key", "attempts", "error"):
+        table.add_column(col, overflow="ellipsis", no_wrap=True)
+    for e in entries:
+        ev = e.get("event") or {}
+        consumer = f"hook {e['hook']}" if e.get("hook") else f"group {e['group']}" if e.get("group") else "-"
+        table.add_row(str(e.get("dlq_id")), str(e.get("failed_at", ""))[:19], consumer, str(ev.get("offset")),
+                      str(ev.get("type")), str(ev.get("key") or ""), str(e.get("attempts")), str(e.get("error")))
+    Console().print(table)

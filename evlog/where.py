@@ -1,4 +1,4 @@
-"""The ``--where`` expression language (SPEC 6 "Filters"), parsed once into closures.
+r"""The ``--where`` expression language (SPEC 6 "Filters"), parsed once into closures.
 
 Grammar (EBNF; keywords are lowercase; whitespace may stand between tokens)::
 
@@ -13,16 +13,17 @@ Grammar (EBNF; keywords are lowercase; whitespace may stand between tokens)::
             | "[" , [ value , { "," , value } ] , "]" ;
     path    = FIELD , { "." , NAME | "[" , INDEX , "]" } ;
     FIELD   = "offset" | "id" | "time" | "type" | "source" | "subject" | "key" | "data" ;
-    NAME    = letter | "_" , { letter | digit | "_" } ;   (* keywords too, after "." *)
+    NAME    = ( letter | "_" ) , { letter | digit | "_" } ;  (* Unicode letters; keywords too *)
     INDEX   = digit , { digit } ;
     NUMBER  = [ "-" ] , digit , { digit } , [ "." , digit , { digit } ]
             , [ ( "e" | "E" ) , [ "+" | "-" ] , digit , { digit } ] ;
     STRING  = '"' , { char | escape } , '"' | "'" , { char | escape } , "'" ;
-    escape  = "\\" , ( "\\" | '"' | "'" | "n" | "t" | "r" | "/" | "u" , 4 * hexdigit ) ;
+    escape  = "\" , ( "\" | '"' | "'" | "n" | "t" | "r" | "/" | "u" , 4 * hexdigit ) ;
 
-Any other backslash pair is kept as written (``"\\."`` and ``"\\d"`` reach the
-regular expression as ``\\.`` and ``\\d``); a ``\\uXXXX`` surrogate pair makes one
-character. ``matches`` takes a string literal, compiled once here.
+Any other backslash pair is kept as written, for regular expressions: in
+``type matches "^order\\."`` the pattern is ``^order\.``, and ``"\d"`` stays
+``\d``. A ``\uD83D\uDE00`` surrogate pair makes one character. The pattern of
+``matches`` must be a string literal; it is compiled once, here.
 
 Meaning, beyond SPEC:
 
@@ -35,7 +36,8 @@ Meaning, beyond SPEC:
 - Values are plain JSON types as decoders produce them; anything else (bytes,
   a ``str`` subclass) equals nothing and orders against nothing.
 - Evaluation never raises and never touches anything but the record; equality
-  between values nested deeper than Python's recursion limit is false.
+  between values nested deeper than Python's recursion limit is false. A
+  pattern runs under Python's ``re``: a pathological one can be slow, no worse.
 """
 
 from __future__ import annotations

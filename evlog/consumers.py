@@ -1,0 +1,200 @@
+"""Consumer groups, hooks and dead letters as the CLI manages them (SPEC 6 groups, hooks, run, dlq)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from evlog.deadletter import DeadLetters
+from evlog.delivery import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
+from evlog.errors import EvlogError
+from evlog.filters import Filter
+from evlog.groups import Groups, check_name
+from evlog.hooks import Hook, Registry
+from evlog.log import Log
+from evlog.units import parse_duration
+
+
+def _groups(log: Log) -> Groups:
+    return Groups(log.dir, log.settings.fsync != "never")
+
+
+def _dead(log: Log) -> DeadLetters:
+    return DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
+
+
+def _registry(log: Log) -> Registry:
+    return Registry(log.dir, log.settings.fsync != "never")
+
+
+# -- groups ----------------------------------------------------------------------------------
+
+def group_rows(log: Log) -> list[dict[str, Any]]:
+    groups = _groups(log)
+    end = log.next_offset()
+    rows = []
+    for name in groups.names():
+        position = groups.get(name)
+        if position is not None:
+            rows.append({"name": name, "position": position, "lag": max(0, end - position)})
+    return rows
+
+
+def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, to_end: bool,
+                to_start: bool) -> int:
+    groups = _groups(log)
+    if groups.get(name) is None:
+        raise EvlogError(f"no group named {name!r}")
+    if to is not None:
+        position = to
+    elif to_end:
+        position = log.next_offset()
+    elif to_start:
+        position = 0
+    else:
+        position = next((log.codec.offset(f) for f in log.read(since_us=to_time_us)),  # type: ignore[attr-defined]
+                        log.next_offset())
+    groups.set(name, position)
+    return position
+
+
+def delete_group(log: Log, name: str) -> None:
+    if not _groups(log).delete(name):
+        raise EvlogError(f"no group named {name!r}")
+
+
+# -- hooks -----------------------------------------------------------------------------------
+
+def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: str | None,
+             subject: str | None, source: str | None, where: str | None, retries: int, timeout: str,
+             batch: int, from_start: bool) -> None:
+    registry = _registry(log)
+    hooks = registry.load()
+    if name in hooks:
+        raise EvlogError(f"a hook named {name!r} exists already (remove it first)")
+    hook = Hook(name, command, types, key, subject, source, where, retries, timeout, batch)
+    _groups(log).set(hook.group, 0 if from_start else log.next_offset())
+    hooks[name] = hook
+    registry.save(hooks)
+
+
+def _hook(log: Log, name: str) -> tuple[Registry, dict[str, Hook], Hook]:
+    registry = _registry(log)
+    hooks = registry.load()
+    if name not in hooks:
+        raise EvlogError(f"no hook named {name!r}")
+    return registry, hooks, hooks[name]
+
+
+def hook_row(log: Log, name: str, end: int | None = None, dead: list[dict[str, Any]] | None = None,
+             hook: Hook | None = None) -> dict[str, Any]:
+    if hook is None:
+        hook = _hook(log, name)[2]
+    end = log.next_offset() if end is None else end
+    position = _groups(log).get(hook.group) or 0
+    entries = _dead(log).entries() if dead is None else dead
+    return {"name": hook.name, "filters": hook.filters(), "command": hook.command, "position": position,
+            "lag": max(0, end - position), "dead_letters": sum(1 for e in entries if e.get("hook") == hook.name),
+            "paused": hook.paused}
+
+
+def hook_rows(log: Log) -> list[dict[str, Any]]:
+    hooks = _registry(log).load()
+    end = log.next_offset()
+    dead = _dead(log).entries()
+    return [hook_row(log, name, end, dead, hook) for name, hook in hooks.items()]
+
+
+def remove_hook(log: Log, name: str) -> None:
+    registry, hooks, hook = _hook(log, name)
+    del hooks[name]
+    registry.save(hooks)
+    _groups(log).delete(hook.group)
+
+
+def set_paused(log: Log, name: str, paused: bool) -> None:
+    registry, hooks, hook = _hook(log, name)
+    hook.paused = paused
+    registry.save(hooks)
+
+
+def run_hooks(log: Log, names: list[str], follow: bool) -> tuple[list[Summary], list[tuple[str, BaseException]]]:
+    hooks = _registry(log).load()
+    for name in names:
+        check_name(name, "hook")
+        if name not in hooks:
+            raise EvlogError(f"no hook named {name!r}")
+    chosen = [h for n, h in hooks.items() if (n in names if names else not h.paused)]
+    consumers = [
+        Consumer(log, Options(command=h.command, retries=h.retries, timeout=parse_duration(h.timeout),
+                              batch=h.batch), h.filter(), hook=h.name, follow=follow)
+        for h in chosen
+    ]
+    if not consumers:
+        from evlog.diag import diag
+
+        diag.info("no active hooks to run")
+        return [], []
+    summaries, errors = run_consumers(consumers)
+    return summaries, [(c.hook or "?", e) for c, e in errors]
+
+
+# -- dead letters ----------------------------------------------------------------------------
+
+def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
+                        group: str | None = None) -> list[dict[str, Any]]:
+    from evlog.framing import CODECS
+
+    match = flt.compile(CODECS["jsonl"]) if flt is not None else None
+    out = []
+    for e in _dead(log).entries():
+        if hook is not None and e.get("hook") != hook:
+            continue
+        if group is not None and e.get("group") != group:
+            continue
+        if match is not None and not match(msgspec.json.encode(e.get("event"))):
+            continue
+        out.append(e)
+    return out
+
+
+def dead_letter(log: Log, dlq_id: int) -> dict[str, Any]:
+    for e in _dead(log).entries():
+        if e.get("dlq_id") == dlq_id:
+            return e
+    raise EvlogError(f"no dead-letter entry {dlq_id}")
+
+
+def retry(log: Log, ids: list[int], *, hook: str | None, group: str | None, command: list[str] | None,
+          timeout: float | None) -> RetryReport:
+    wanted = set(ids)
+
+    def chosen(e: dict[str, Any]) -> bool:
+        return ((not wanted or e.get("dlq_id") in wanted) and (hook is None or e.get("hook") == hook)
+                and (group is None or e.get("group") == group))
+
+    if wanted:
+        known = {e.get("dlq_id") for e in _dead(log).entries()}
+        missing = sorted(wanted - known)
+        if missing:
+            raise EvlogError(f"no dead-letter entry {missing[0]}")
+    return retry_dead_letters(log, chosen, command, timeout)
+
+
+def purge(log: Log, ids: list[int], *, all_: bool, before_us: int | None) -> int:
+    from evlog.units import format_time
+
+    wanted = set(ids)
+    before = format_time(before_us) if before_us is not None else None
+    removed = 0
+
+    def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        nonlocal removed
+        kept = [e for e in entries
+                if not (all_ or e.get("dlq_id") in wanted or (before is not None and str(e.get("failed_at")) < before))]
+        removed = len(entries) - len(kept)
+        return kept
+
+    _dead(log).rewrite(change)
+    return removed

@@ -1,0 +1,94 @@
+"""The dead-letter file: `DIR/dead-letter.jsonl`, one JSON object per failed event.
+
+Entries are appended under `DIR/.dead-letter.lock` and fsynced before the
+call returns, so an entry is durable before a consumer's checkpoint moves
+past its event. The file never holds more than `[dead_letter] max_entries`:
+a consumer that would exceed it gets DeadLetterFull and stops instead of
+dropping anything. Removing or updating entries rewrites the file under the
+lock (temporary file, fsync, rename).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from evlog import index as idx
+from evlog.errors import EvlogError
+from evlog.units import format_time, now_us
+
+_encode = msgspec.json.Encoder().encode
+
+
+class DeadLetterFull(EvlogError):
+    def __init__(self, path: Path, limit: int) -> None:
+        super().__init__(f"the dead-letter file {path} is full ({limit} entries, [dead_letter] max_entries); "
+                         "stopped before the failing event: inspect with `evlog dlq list`, then retry or purge")
+
+
+class DeadLetters:
+    def __init__(self, log_dir: Path, max_entries: int, fsync: bool = True) -> None:
+        self.path = log_dir / "dead-letter.jsonl"
+        self.lock_path = log_dir / ".dead-letter.lock"
+        self.max_entries, self.fsync = max_entries, fsync
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def entries(self) -> list[dict[str, Any]]:
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return []
+        out = []
+        for n, line in enumerate(data.split(b"\n"), 1):
+            if line.strip():
+                try:
+                    out.append(msgspec.json.decode(line))
+                except msgspec.DecodeError:
+                    raise EvlogError(f"{self.path}: line {n} is not valid JSON") from None
+        return out
+
+    def count(self) -> int:
+        return len(self.entries())
+
+    def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,
+            exit_code: int | None, error: str, stderr: bytes, event: Any) -> int:
+        """Append one entry durably; returns its dlq_id."""
+        with self.locked():
+            existing = self.entries()
+            if len(existing) >= self.max_entries:
+                raise DeadLetterFull(self.path, self.max_entries)
+            dlq_id = max((e.get("dlq_id", 0) for e in existing), default=0) + 1
+            entry = {
+                "dlq_id": dlq_id, "failed_at": format_time(now_us()), "group": group, "hook": hook,
+                "command": command, "attempts": attempts, "exit_code": exit_code, "error": error,
+                "stderr": stderr.decode("utf-8", "replace"), "event": event,
+            }
+            created = not self.path.exists()
+            with open(self.path, "ab") as f:
+                f.write(_encode(entry) + b"\n")
+                f.flush()
+                if self.fsync:
+                    os.fsync(f.fileno())
+            if created and self.fsync:
+                idx.fsync_dir(self.path.parent)
+            return dlq_id
+
+    def rewrite(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
+        """Replace the entries with change(entries), atomically, under the lock."""
+        with self.locked():
+            kept = change(self.entries())
+            idx.write_atomic(self.path, b"".join(_encode(e) + b"\n" for e in kept), self.fsync)

@@ -1,0 +1,498 @@
+"""Delivering events to a handler: the consumer behind `replay`, `run` and `dlq retry`.
+
+A feeder thread reads the log (the backlog, then new events when following)
+into a bounded queue. The consumer groups matching events into tasks (one
+event, or up to `batch`), starts up to `concurrency` tasks at once on worker
+threads — a task never starts while an earlier unfinished task shares one
+of its keys, so each key's events run one at a time and in order — and each
+worker runs the handler with retries, exponential backoff and jitter.
+
+The checkpoint only moves over a fully finished prefix of the log: an event
+counts as finished when its handler succeeded or its dead-letter entry is
+durable. Delivery is therefore at least once: after a crash, events after
+the saved position are delivered again, never skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from evlog import runner
+from evlog.deadletter import DeadLetterFull, DeadLetters
+from evlog.errors import EvlogError
+from evlog.filters import Filter
+from evlog.framing import Record
+from evlog.groups import Groups
+from evlog.log import Log
+
+CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
+HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
+                "EVLOG_TIME", "EVLOG_ATTEMPT", "EVLOG_DIR", "EVLOG_GROUP", "EVLOG_FIRST_OFFSET",
+                "EVLOG_LAST_OFFSET", "EVLOG_COUNT", "EVLOG_HOOK")
+CHECKPOINT_EVERY = 0.2  # seconds between checkpoint saves while events flow
+FEED_CHUNK = 1024
+
+
+@dataclass
+class Options:
+    command: list[str]
+    retries: int = 3
+    backoff: float = 0.5
+    max_backoff: float = 30.0
+    timeout: float | None = 30.0
+    batch: int = 1
+    concurrency: int = 1
+    on_failure: str = "dead-letter"   # or "stop"
+    clean_env: bool = False
+    env: dict[str, str] = field(default_factory=dict)
+    max_memory: int | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Range:
+    start: int | None = None
+    since_us: int | None = None
+    last: int | None = None
+    to: int | None = None
+    until_us: int | None = None
+
+
+@dataclass
+class Summary:
+    events: int = 0
+    succeeded: int = 0
+    retries: int = 0
+    dead_lettered: int = 0
+    elapsed_s: float = 0.0
+    position: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"events": self.events, "succeeded": self.succeeded, "retries": self.retries,
+                "dead_lettered": self.dead_lettered, "elapsed_s": round(self.elapsed_s, 3)}
+
+    def text(self) -> str:
+        return (f"delivered {self.succeeded} of {self.events} events, {self.retries} retries, "
+                f"{self.dead_lettered} dead-lettered, {self.elapsed_s:.2f}s")
+
+
+def base_env(log_dir: Path, clean: bool, group: str | None, hook: str | None) -> dict[str, str]:
+    """evlog's environment for handlers: minus EVLOG_TOKEN, or only the clean-env set; plus EVLOG_DIR/GROUP."""
+    if clean:
+        env = {k: v for k, v in os.environ.items() if k in CLEAN_ENV_KEEP or k.startswith("LC_")}
+    else:
+        env = {k: v for k, v in os.environ.items() if k != "EVLOG_TOKEN" and k not in HANDLER_VARS}
+    env["EVLOG_DIR"] = str(log_dir.resolve())
+    if group is not None:
+        env["EVLOG_GROUP"] = group
+    if hook is not None:
+        env["EVLOG_HOOK"] = hook
+    return env
+
+
+def event_env(base: dict[str, str], rec: Record, attempt: int, extra: dict[str, str]) -> dict[str, str]:
+    """The per-event variables of SPEC 6 replay (a null key or subject is left out)."""
+    env = dict(base)
+    env.update(EVLOG_OFFSET=str(rec.offset), EVLOG_ID=rec.id, EVLOG_TYPE=rec.type, EVLOG_SOURCE=rec.source,
+               EVLOG_TIME=rec.time, EVLOG_ATTEMPT=str(attempt))
+    if rec.key is not None:
+        env["EVLOG_KEY"] = rec.key
+    if rec.subject is not None:
+        env["EVLOG_SUBJECT"] = rec.subject
+    env.update(extra)
+    return env
+
+
+class HandlerStopped(EvlogError):
+    """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
+
+
+@dataclass
+class _Task:
+    first: int
+    last: int
+    frames: list[bytes]
+    keys: frozenset[str]
+    done: bool = False
+    marker: bool = False   # only moves the position (events that did not match)
+
+
+@dataclass
+class _Result:
+    task: _Task
+    outcome: runner.Outcome | None   # None when stopped before it finished
+    attempts: int
+
+
+
+
+class Consumer:
+    """One consumer of the log: a replay, a hook, or the replay of dead letters."""
+
+    def __init__(self, log: Log, options: Options, flt: Filter | None = None, *, group: str | None = None,
+                 hook: str | None = None, rng: Range | None = None, follow: bool = False,
+                 progress: Callable[[Summary], None] | None = None,
+                 out_fd: int = 1, err_fd: int = 2) -> None:
+        self.log, self.opts = log, options
+        self.match = (flt or Filter()).compile(log.codec)
+        self.group, self.hook = group, hook
+        self.checkpoint_name = group if hook is None else f"hook.{hook}"
+        self.rng = rng or Range()
+        self.follow = follow
+        self.progress = progress
+        self.out_fd, self.err_fd = out_fd, err_fd
+        s = log.settings
+        self.groups = Groups(log.dir, s.fsync != "never")
+        self.dead = DeadLetters(log.dir, s.dead_letter_max_entries, s.fsync != "never")
+        self.stop = threading.Event()
+        self.summary = Summary()
+        self.base_env = self._base_env()
+
+    # -- environment ---------------------------------------------------------------------
+
+    def _base_env(self) -> dict[str, str]:
+        return base_env(self.log.dir, self.opts.clean_env, self.group, self.hook)
+
+    def _env(self, task: _Task, attempt: int) -> dict[str, str]:
+        if self.opts.batch > 1:
+            env = dict(self.base_env)
+            env.update(EVLOG_ATTEMPT=str(attempt), EVLOG_FIRST_OFFSET=str(task.first),
+                       EVLOG_LAST_OFFSET=str(task.last), EVLOG_COUNT=str(len(task.frames)))
+            env.update(self.opts.env)
+            return env
+        return event_env(self.base_env, self.log.codec.record(task.frames[0]), attempt, self.opts.env)
+
+    # -- the source of events --------------------------------------------------------------
+
+    def start_position(self) -> int | None:
+        if self.checkpoint_name is not None:
+            saved = self.groups.get(self.checkpoint_name)
+            if saved is not None:
+                return saved
+        return None
+
+    def _feed(self, out: queue.Queue[Any]) -> None:
+        """Feeder thread: chunks of (offset, frame) and an end marker."""
+        try:
+            offset_of = self.log.codec.offset  # type: ignore[attr-defined]
+            saved = self.start_position()
+            r = self.rng
+            reader = self.log.reader()
+            if saved is not None:
+                frames = reader.frames(start=saved, to=r.to, until_us=r.until_us)
+            else:
+                frames = reader.frames(start=r.start, since_us=r.since_us, last=r.last, to=r.to,
+                                       until_us=r.until_us)
+            chunk: list[tuple[int, bytes]] = []
+            next_offset = saved
+            for frame in frames:
+                if self.stop.is_set():
+                    return
+                chunk.append((offset_of(frame), frame))
+                if len(chunk) >= FEED_CHUNK:
+                    out.put(chunk)
+                    chunk = []
+            if chunk:
+                out.put(chunk)
+            next_offset = max(reader.next_offset, next_offset or 0, r.start or 0)
+            if self.follow and r.to is None and r.until_us is None:
+                from evlog.follow import Follower
+
+                follower = Follower(self.log, next_offset)
+                for batch in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+                    out.put([(offset_of(f), f) for f in batch])
+            out.put(("end", next_offset))
+        except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
+            out.put(("error", e))
+
+    # -- running -----------------------------------------------------------------------------
+
+    def run(self) -> Summary:
+        """Consume until the backlog is done (or, following, until stopped); returns the summary."""
+        started = time.monotonic()
+        feed: queue.Queue[Any] = queue.Queue(maxsize=64)
+        feeder = threading.Thread(target=self._feed, args=(feed,), daemon=True, name="evlog-feeder")
+        feeder.start()
+        done_q: queue.Queue[_Result] = queue.Queue()
+        order: deque[_Task] = deque()      # unfinished tasks and markers, in log order
+        waiting: deque[_Task] = deque()    # tasks not started yet, in log order
+        running: dict[int, _Task] = {}
+        position = self.start_position()
+        saved_position = position
+        last_save = time.monotonic()
+        feeding = True
+        failure: BaseException | None = None
+        pending_batch: list[tuple[int, bytes]] = []
+        opts = self.opts
+        workers: list[threading.Thread] = []
+        interrupted: BaseException | None = None
+        try:
+            while True:
+                # 1. take events while there is room
+                while feeding and not self.stop.is_set() and len(waiting) < opts.concurrency * 2 + 2:
+                    try:
+                        item = feed.get(timeout=0 if (running or waiting) else 0.1)
+                    except queue.Empty:
+                        break
+                    if isinstance(item, tuple):
+                        if item[0] == "error":
+                            raise item[1]
+                        feeding = False
+                        end = item[1]
+                        if pending_batch:
+                            self._add_task(pending_batch, order, waiting)
+                            pending_batch = []
+                        order.append(_Task(end - 1, end - 1, [], frozenset(), done=True, marker=True))
+                        break
+                    for off, frame in item:
+                        if self.match is None or self.match(frame):
+                            pending_batch.append((off, frame))
+                            if len(pending_batch) >= opts.batch:
+                                self._add_task(pending_batch, order, waiting)
+                                pending_batch = []
+                        else:
+                            if pending_batch:
+                                self._add_task(pending_batch, order, waiting)
+                                pending_batch = []
+                            if order and order[-1].marker:
+                                order[-1].last = off  # runs of skipped events share one marker
+                            else:
+                                order.append(_Task(off, off, [], frozenset(), done=True, marker=True))
+                    if pending_batch and self.follow and feed.empty():
+                        self._add_task(pending_batch, order, waiting)  # following: deliver what arrived
+                        pending_batch = []
+                # 2. start what may start
+                if not self.stop.is_set() and failure is None:
+                    self._start_ready(waiting, running, done_q, workers)
+                # 3. finished?
+                if not running and not waiting and not feeding:
+                    break
+                if not running and (self.stop.is_set() or failure is not None):
+                    break
+                # 4. wait for a result
+                if running:
+                    try:
+                        result = done_q.get(timeout=0.1)
+                    except queue.Empty:
+                        result = None
+                    while result is not None:
+                        running.pop(id(result.task), None)
+                        err = self._finish(result)
+                        if err is not None and failure is None:
+                            failure = err
+                            self.stop.set()
+                        try:
+                            result = done_q.get_nowait()
+                        except queue.Empty:
+                            result = None
+                # 5. move the checkpoint over the finished prefix
+                while order and order[0].done:
+                    position = order.popleft().last + 1
+                if self.checkpoint_name and not opts.dry_run and position is not None \
+                        and position != saved_position and time.monotonic() - last_save >= CHECKPOINT_EVERY:
+                    self.groups.set(self.checkpoint_name, position)
+                    saved_position, last_save = position, time.monotonic()
+                if self.progress is not None:
+                    self.progress(self.summary)
+        except BaseException as e:  # noqa: BLE001 - SIGINT/SIGTERM: finish what runs, save, re-raise
+            interrupted = e
+            self.stop.set()
+            self._drain(running, done_q)
+        finally:
+            self.stop.set()
+            while order and order[0].done:
+                position = order.popleft().last + 1
+            if self.checkpoint_name and not opts.dry_run and position is not None and position != saved_position:
+                self.groups.set(self.checkpoint_name, position)
+            self.summary.position = position
+            self.summary.elapsed_s = time.monotonic() - started
+        if interrupted is not None:
+            raise interrupted
+        if failure is not None:
+            raise failure
+        return self.summary
+
+    def _add_task(self, events: list[tuple[int, bytes]], order: deque[_Task], waiting: deque[_Task]) -> None:
+        frames = [f for _, f in events]
+        keys = frozenset(k for k in (self._key(f) for f in frames) if k is not None)
+        task = _Task(events[0][0], events[-1][0], frames, keys)
+        order.append(task)
+        waiting.append(task)
+
+    def _key(self, frame: bytes) -> str | None:
+        return self.log.codec.record(frame).key if self.opts.concurrency > 1 else None
+
+    def _start_ready(self, waiting: deque[_Task], running: dict[int, _Task], done_q: queue.Queue[_Result],
+                     workers: list[threading.Thread]) -> None:
+        busy: set[str] = set()
+        for t in running.values():
+            busy |= t.keys
+        blocked: set[str] = set()
+        for task in list(waiting):
+            if len(running) >= self.opts.concurrency:
+                return
+            if task.keys & busy or task.keys & blocked:
+                blocked |= task.keys
+                continue
+            waiting.remove(task)
+            running[id(task)] = task
+            busy |= task.keys
+            if self.opts.dry_run:
+                done_q.put(_Result(task, runner.Outcome(0, None, b"", 0.0), 0))
+                continue
+            w = threading.Thread(target=self._work, args=(task, done_q), daemon=True, name="evlog-handler")
+            w.start()
+            workers.append(w)
+            workers[:] = [x for x in workers if x.is_alive()]
+
+    def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
+        """Worker thread: run the handler with retries; report the last outcome."""
+        opts = self.opts
+        stdin = b"".join(self.log.codec.json(f) + b"\n" for f in task.frames)
+        attempt = 0
+        outcome: runner.Outcome | None = None
+        try:
+            while True:
+                attempt += 1
+                outcome = runner.run(opts.command, stdin, self._env(task, attempt), opts.timeout,
+                                     opts.max_memory, out_fd=self.out_fd, err_fd=self.err_fd)
+                if outcome.ok or outcome.exit_code == runner.EX_DATAERR or attempt > opts.retries:
+                    break
+                delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
+                delay *= 0.5 + random.random() / 2  # jitter: spread retries of many consumers
+                if self.stop.wait(delay):
+                    outcome = None  # stopping: not finished, will be delivered again
+                    break
+        finally:
+            done_q.put(_Result(task, outcome, attempt))
+
+    def _finish(self, result: _Result) -> BaseException | None:
+        """Account for a finished task; returns an error that must stop the consumer."""
+        task, outcome = result.task, result.outcome
+        if outcome is None:
+            return None  # interrupted: stays unfinished, so the checkpoint stays before it
+        n = len(task.frames)
+        self.summary.events += n
+        self.summary.retries += max(0, result.attempts - 1)
+        if outcome.ok:
+            self.summary.succeeded += n
+            task.done = True
+            return None
+        what = f"event {task.first}" if n == 1 else f"events {task.first}..{task.last}"
+        if self.opts.on_failure == "stop":
+            return HandlerStopped(f"handler failed on {what} ({outcome.error}); stopped without advancing "
+                                  "past it")
+        try:
+            for frame in task.frames:
+                self.dead.add(group=self.group, hook=self.hook, command=self.opts.command,
+                              attempts=result.attempts, exit_code=outcome.exit_code, error=outcome.error or "failed",
+                              stderr=outcome.stderr_tail, event=msgspec.json.decode(self.log.codec.json(frame)))
+        except DeadLetterFull as e:
+            self.summary.events -= n
+            return e
+        self.summary.dead_lettered += n
+        task.done = True
+        from evlog.diag import diag
+
+        diag.warning(f"{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
+                     **({"hook": self.hook} if self.hook else {}))
+        return None
+
+    def _drain(self, running: dict[int, _Task], done_q: queue.Queue[_Result]) -> None:
+        """After a stop: let running handlers finish (they stop at their timeout) and account for them."""
+        while running:
+            try:
+                result = done_q.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            except BaseException:  # noqa: BLE001 - a second signal: keep waiting, handlers are bounded
+                continue
+            running.pop(id(result.task), None)
+            self._finish(result)
+
+
+def run_consumers(consumers: list[Consumer]) -> tuple[list[Summary], list[tuple[Consumer, BaseException]]]:
+    """Run independent consumers side by side (one thread each) until all finish; a signal stops all."""
+    results: dict[int, Summary] = {}
+    errors: list[tuple[Consumer, BaseException]] = []
+
+    def work(c: Consumer) -> None:
+        try:
+            results[id(c)] = c.run()
+        except BaseException as e:  # noqa: BLE001 - reported by the caller, per consumer
+            results[id(c)] = c.summary
+            errors.append((c, e))
+
+    threads = [threading.Thread(target=work, args=(c,), name=f"evlog-consumer-{i}") for i, c in enumerate(consumers)]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.2)
+    except BaseException:
+        for c in consumers:
+            c.stop.set()
+        for t in threads:
+            while t.is_alive():
+                try:
+                    t.join(0.2)
+                except BaseException:  # noqa: BLE001 - a second signal: still let handlers finish
+                    continue
+        raise
+    return [results[id(c)] for c in consumers], errors
+
+
+@dataclass
+class RetryReport:
+    succeeded: list[int] = field(default_factory=list)
+    failed: list[int] = field(default_factory=list)
+
+
+def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], command: list[str] | None,
+                       timeout: float | None = 30.0) -> RetryReport:
+    """Run each chosen entry's handler again (or `command`); drop the entries that now succeed."""
+    dead = DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
+    report = RetryReport()
+    updates: dict[int, dict[str, Any]] = {}
+    for entry in dead.entries():
+        if not chosen(entry):
+            continue
+        argv = command or entry.get("command")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise EvlogError(f"dead letter {entry.get('dlq_id')} has no command; give one after --")
+        rec = msgspec.convert(entry["event"], Record)
+        attempts = int(entry.get("attempts") or 0) + 1
+        env = event_env(base_env(log.dir, False, entry.get("group"), entry.get("hook")), rec, attempts, {})
+        outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, timeout)
+        if outcome.ok:
+            report.succeeded.append(entry["dlq_id"])
+        else:
+            report.failed.append(entry["dlq_id"])
+            updates[entry["dlq_id"]] = {"attempts": attempts, "exit_code": outcome.exit_code,
+                                        "error": outcome.error, "stderr": outcome.stderr_tail.decode("utf-8", "replace"),
+                                        "command": argv}
+    done = set(report.succeeded)
+
+    def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        kept = []
+        for e in entries:
+            if e.get("dlq_id") in done:
+                continue
+            kept.append({**e, **updates.get(e.get("dlq_id"), {})})  # type: ignore[arg-type]
+        return kept
+
+    if report.succeeded or report.failed:
+        dead.rewrite(change)
+    return report

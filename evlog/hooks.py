@@ -1,0 +1,119 @@
+"""The hook registry: `DIR/hooks.toml`, human-editable, one table per hook.
+
+    [hooks.audit]
+    command = ["/usr/local/bin/audit", "--fast"]
+    types = ["order.*"]          # filters, all optional: types, key, subject, source, where
+    retries = 3
+    timeout = "30s"
+    batch = 1
+    paused = false
+
+Each hook is an independent consumer whose checkpoint is the group
+`hook.NAME` in `DIR/groups/`. The file is rewritten atomically; a broken file
+is an error naming the line and the problem.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from evlog import index as idx
+from evlog.errors import EvlogError, UsageError
+from evlog.filters import Filter
+from evlog.groups import check_name
+from evlog.units import parse_duration
+
+
+class Hook(msgspec.Struct):
+    name: str
+    command: list[str]
+    types: list[str] = msgspec.field(default_factory=list)
+    key: str | None = None
+    subject: str | None = None
+    source: str | None = None
+    where: str | None = None
+    retries: int = 3
+    timeout: str = "30s"
+    batch: int = 1
+    paused: bool = False
+
+    def filter(self) -> Filter:
+        return Filter(list(self.types), self.key, self.subject, self.source, self.where)
+
+    def filters(self) -> dict[str, Any]:
+        f = {"types": self.types, "key": self.key, "subject": self.subject, "source": self.source,
+             "where": self.where}
+        return {k: v for k, v in f.items() if v}
+
+    @property
+    def group(self) -> str:
+        return f"hook.{self.name}"
+
+
+_FIELDS = ("command", "types", "key", "subject", "source", "where", "retries", "timeout", "batch", "paused")
+
+
+class Registry:
+    def __init__(self, log_dir: Path, fsync: bool = True) -> None:
+        self.path = log_dir / "hooks.toml"
+        self.fsync = fsync
+
+    def load(self) -> dict[str, Hook]:
+        import tomllib
+
+        try:
+            text = self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return {}
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise EvlogError(f"{self.path}: {e}") from None
+        tables = doc.get("hooks", {})
+        if not isinstance(tables, dict) or set(doc) - {"hooks"}:
+            raise EvlogError(f"{self.path}: expected only [hooks.NAME] tables")
+        hooks = {}
+        for name, table in tables.items():
+            where = f"{self.path}: hook {name!r}"
+            if not isinstance(table, dict):
+                raise EvlogError(f"{where}: must be a table")
+            unknown = set(table) - set(_FIELDS)
+            if unknown:
+                raise EvlogError(f"{where}: unknown setting {sorted(unknown)[0]!r}")
+            try:
+                hook = msgspec.convert({"name": name, **table}, Hook)
+                check_name(name, "hook")
+                parse_duration(hook.timeout)
+            except (msgspec.ValidationError, UsageError, ValueError) as e:
+                raise EvlogError(f"{where}: {e}") from None
+            if not hook.command:
+                raise EvlogError(f"{where}: command must not be empty")
+            hooks[name] = hook
+        return hooks
+
+    def save(self, hooks: dict[str, Hook]) -> None:
+        parts = ["# evlog hooks: one [hooks.NAME] table per hook (see `man evlog-hooks`).\n"]
+        for name, hook in hooks.items():
+            parts.append(f"\n[hooks.{name}]\n")
+            for field in _FIELDS:
+                value = getattr(hook, field)
+                if value is None or (field == "types" and not value):
+                    continue
+                parts.append(f"{field} = {_toml(value)}\n")
+        idx.write_atomic(self.path, "".join(parts).encode(), self.fsync)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, str):
+        return json.dumps(value).replace("\x7f", "\\u007f")  # a JSON string is a TOML basic string
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    raise TypeError(value)

@@ -1,0 +1,53 @@
+"""Progress bars for long work (replay, compaction): rich, on stderr, only when it is a terminal."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+
+@contextmanager
+def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | None]:
+    """A callback taking a delivery Summary, drawing events done, rate and failures; None off a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = max(0, log.next_offset())
+    with Progress(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
+                  TextColumn("{task.fields[failures]}"), TimeElapsedColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total or None, rate="", failures="")
+        started = time.monotonic()
+        last = 0.0
+
+        def update(summary: Any) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < 0.1:
+                return
+            last = now
+            rate = summary.events / max(1e-6, now - started)
+            bar.update(task, completed=summary.events, rate=f"{rate:,.0f}/s",
+                       failures=f"{summary.dead_lettered} failed" if summary.dead_lettered else "")
+
+        yield update
+
+
+@contextmanager
+def step_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
+    """A callback advancing a bar of `total` steps; None off a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import Progress
+
+    with Progress(console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task(label, total=total)
+        yield lambda n: bar.update(task, completed=n)

@@ -1,0 +1,200 @@
+"""The handler runner: one handler command, run once, contained (SPEC 6 replay).
+
+The command is an argument vector, never a shell. It runs in its own process
+group (a new session), with only file descriptors 0-2 open, the environment
+it is given, and optionally a cap on its address space. Its stdin receives
+the input and is closed; its stdout and stderr are copied through as they
+arrive (the last 4 KiB of stderr are kept). One selector loop does all the
+I/O, so a handler that never reads stdin or floods its output cannot
+deadlock evlog. At the timeout the whole process group gets SIGTERM, then
+SIGKILL after a grace period; pipes held open by grandchildren do not keep
+evlog waiting.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+STDERR_KEEP = 4096
+KILL_GRACE = 2.0        # seconds between SIGTERM and SIGKILL of a timed-out handler
+DRAIN_AFTER_EXIT = 0.2  # seconds to keep reading pipes a background grandchild still holds
+EX_DATAERR = 65
+
+_output_lock = threading.Lock()
+
+
+@dataclass
+class Outcome:
+    exit_code: int | None          # None when it could not start or was killed
+    error: str | None              # None on success; "exit status 2", "timed out after 30s", ...
+    stderr_tail: bytes
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def _limit_memory(limit: int) -> Callable[[], None]:
+    def preexec() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return preexec
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    with _output_lock:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(fd, view):]
+            except BrokenPipeError:
+                return
+            except InterruptedError:
+                continue
+
+
+def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | None,
+        max_memory: int | None = None, stop: threading.Event | None = None,
+        out_fd: int = 1, err_fd: int = 2) -> Outcome:
+    """Run the handler once with `stdin` as its input."""
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=env, close_fds=True, start_new_session=True,
+            preexec_fn=_limit_memory(max_memory) if max_memory else None,
+        )
+    except OSError as e:
+        reason = e.strerror or str(e)
+        return Outcome(None, f"cannot start {argv[0]!r}: {reason}", b"", 0.0)
+    except subprocess.SubprocessError as e:
+        return Outcome(None, f"cannot start {argv[0]!r}: {e}", b"", 0.0)
+    tail = bytearray()
+    timed_out = False
+    deadline = None if timeout is None else started + timeout
+    assert proc.stdin and proc.stdout and proc.stderr
+    sel = selectors.DefaultSelector()
+    pending = memoryview(stdin)
+    for f in (proc.stdin, proc.stdout, proc.stderr):
+        os.set_blocking(f.fileno(), False)
+    if pending:
+        sel.register(proc.stdin, selectors.EVENT_WRITE)
+    else:
+        proc.stdin.close()
+    sel.register(proc.stdout, selectors.EVENT_READ)
+    sel.register(proc.stderr, selectors.EVENT_READ)
+    exited_at: float | None = None
+    try:
+        while sel.get_map():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline and not timed_out:
+                timed_out = True
+                _kill_group(proc)
+                break
+            if exited_at is None and proc.poll() is not None:
+                exited_at = now
+            if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
+                break  # a grandchild holds the pipes; the handler itself is done
+            wait = 0.05
+            if deadline is not None:
+                wait = min(wait, max(0.0, deadline - now))
+            for key, _ in sel.select(wait):
+                f = key.fileobj
+                if f is proc.stdin:
+                    try:
+                        pending = pending[os.write(f.fileno(), pending):]  # type: ignore[union-attr]
+                    except BlockingIOError:
+                        continue
+                    except BrokenPipeError:
+                        pending = memoryview(b"")  # the handler does not read its input: fine
+                    if not pending:
+                        sel.unregister(f)
+                        f.close()  # type: ignore[union-attr]
+                    continue
+                try:
+                    chunk = os.read(f.fileno(), 65536)  # type: ignore[union-attr]
+                except BlockingIOError:
+                    continue
+                if not chunk:
+                    sel.unregister(f)
+                    continue
+                if f is proc.stdout:
+                    _write_all(out_fd, chunk)
+                else:
+                    _write_all(err_fd, chunk)
+                    tail += chunk
+                    if len(tail) > STDERR_KEEP:
+                        del tail[:-STDERR_KEEP]
+        if not timed_out:
+            rc = _wait(proc, deadline)
+            if rc is None:
+                timed_out = True
+                _kill_group(proc)
+    finally:
+        sel.close()
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                f.close()
+            except OSError:
+                pass
+    seconds = time.monotonic() - started
+    if timed_out:
+        return Outcome(None, f"timed out after {_fmt_seconds(timeout or 0)}", bytes(tail), seconds)
+    rc = proc.returncode
+    if rc == 0:
+        return Outcome(0, None, bytes(tail), seconds)
+    if rc < 0:
+        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
+        return Outcome(None, f"killed by signal {name}", bytes(tail), seconds)
+    return Outcome(rc, f"exit status {rc}", bytes(tail), seconds)
+
+
+def _wait(proc: subprocess.Popen[bytes], deadline: float | None) -> int | None:
+    try:
+        return proc.wait(None if deadline is None else max(0.0, deadline - time.monotonic()))
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the handler's whole process group; SIGKILL to whatever is left after a grace period."""
+    pgid = proc.pid  # the handler leads its own group (start_new_session)
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    end = time.monotonic() + KILL_GRACE
+    while time.monotonic() < end:
+        proc.poll()
+        if not _group_alive(pgid):
+            return
+        time.sleep(0.02)
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _fmt_seconds(s: float) -> str:
+    return f"{s:g}s"
