@@ -737,6 +737,44 @@ def dlq_purge(
     diag.info(f"removed {removed} entries")
 
 
+# -- compact -----------------------------------------------------------------------------------
+
+@app.command()
+def compact(
+    ctx: typer.Context,
+    max_age: Annotated[str | None, typer.Option(
+        "--max-age", help="Delete sealed segments whose newest event is older than this.")] = None,
+    max_bytes: Annotated[str | None, typer.Option(
+        "--max-bytes", help="Delete the oldest sealed segments until the log is at most this big.")] = None,
+    max_events: Annotated[int | None, typer.Option(
+        "--max-events", min=0, help="Delete the oldest sealed segments until at most N events remain.")] = None,
+    keys: Annotated[bool, typer.Option("--keys", help="Keep only the newest event of each key.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would happen; change nothing.")] = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a running compaction instead of exit 75.")]
+        = False,
+    json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Apply retention and key compaction to sealed segments, while everything else keeps running.
+
+    Options override evlog.toml. Example (crontab): 17 3 * * * evlog -d /var/lib/events compact --max-age 30d --keys
+    """
+    from evlog import compact as compact_mod
+    from evlog.progress import step_progress
+    from evlog.units import parse_duration_us, parse_size
+
+    age = _parse("--max-age", parse_duration_us, max_age)
+    size = _parse("--max-bytes", parse_size, max_bytes)
+    log = _state(ctx).log()
+    plan = compact_mod.plan_from(log, max_age_us=age, max_bytes=size, max_events=max_events, keys=keys)
+    with step_progress("compacting") as progress:
+        result = compact_mod.compact(log, plan, dry_run=dry_run, wait=wait, progress=progress)
+    if json_:
+        import msgspec
+
+        _write_out(msgspec.json.encode(result.as_dict()) + b"\n")
+    diag.info(result.text())
+
+
 # -- info / verify -------------------------------------------------------------------------
 
 @app.command()

@@ -133,6 +133,10 @@ class Codec:
         """The record as one compact JSON object (no newline)."""
         return _json_encode(self.record(frame))
 
+    def stored(self, frame: bytes) -> bytes:
+        """A frame as it is stored in a segment (what `split` found it in)."""
+        raise NotImplementedError
+
     def resync(self, data: bytes, start: int) -> int | None:
         """Index in `data` (>= start) where a valid frame begins, or None."""
         raise NotImplementedError
@@ -217,6 +221,9 @@ class JsonlCodec(Codec):
     def json(self, frame: bytes) -> bytes:
         return frame[:-CRC_SUFFIX_LEN] + b"}"
 
+    def stored(self, frame: bytes) -> bytes:
+        return frame + b"\n"
+
     def resync(self, data: bytes, start: int) -> int | None:
         nl = data.find(b"\n", start)
         while nl != -1:
@@ -275,6 +282,9 @@ class MsgpackCodec(Codec):
 
     def record(self, frame: bytes) -> Record:
         return Record(*_mp_record(frame))
+
+    def stored(self, frame: bytes) -> bytes:
+        return MP_HEADER.pack(MP_MAGIC, len(frame), _crc32(frame)) + frame
 
     def head(self, frame: bytes) -> tuple[int, str, str]:
         p = _mp_peek(frame)

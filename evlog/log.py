@@ -182,21 +182,16 @@ class Reader:
         segs = self.segments
         if not segs:
             return
-        begin_seg, begin_pos = 0, 0
-        if last is not None:
-            begin_seg, begin_pos = self._last_start(last)
-        if start is not None:
-            i = max(0, _floor_base(segs, start))
-            if (i, 0) > (begin_seg, begin_pos):
-                fd = segs[i].open()
-                try:
-                    begin_seg, begin_pos = i, segs[i].seek_offset(fd, start, self._may_write(i))
-                finally:
-                    os.close(fd)
-        if since_us is not None:
-            i, pos = self._seek_time(since_us)
-            if (i, pos) > (begin_seg, begin_pos):
-                begin_seg, begin_pos = i, pos
+        for attempt in range(5):
+            try:
+                begin_seg, begin_pos = self._begin(start, since_us, last)
+                break
+            except FileNotFoundError:
+                if attempt == 4:
+                    raise
+                self.segments = segs = self.log.segments()  # a compaction removed one: look again
+        if not segs:
+            return
         codec = self.codec
         offset_of = codec.offset  # type: ignore[attr-defined]
         time_of = _time_getter(codec)
@@ -231,6 +226,26 @@ class Reader:
                     self._bad(seg, fd, reader.bad, i == len(segs) - 1, prev)
             finally:
                 os.close(fd)
+
+    def _begin(self, start: int | None, since_us: int | None, last: int | None) -> tuple[int, int]:
+        """(segment number, position) where reading the range starts."""
+        segs = self.segments
+        begin_seg, begin_pos = 0, 0
+        if last is not None:
+            begin_seg, begin_pos = self._last_start(last)
+        if start is not None:
+            i = max(0, _floor_base(segs, start))
+            if (i, 0) > (begin_seg, begin_pos):
+                fd = segs[i].open()
+                try:
+                    begin_seg, begin_pos = i, segs[i].seek_offset(fd, start, self._may_write(i))
+                finally:
+                    os.close(fd)
+        if since_us is not None:
+            i, pos = self._seek_time(since_us)
+            if (i, pos) > (begin_seg, begin_pos):
+                begin_seg, begin_pos = i, pos
+        return begin_seg, begin_pos
 
     def _bad(self, seg: Segment, fd: int, bad: int, is_last: bool, prev: bytes | None) -> None:
         """Stop quietly at an incomplete last record; raise at corruption."""
@@ -392,7 +407,10 @@ class Writer:
 
     def _previous_time(self, sealed: list[Segment]) -> int:
         for seg in reversed(sealed):
-            fd = seg.open()
+            try:
+                fd = seg.open()
+            except FileNotFoundError:
+                continue  # removed by a compaction
             try:
                 tail = seg.tail(fd, write=True)
             finally:

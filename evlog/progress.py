@@ -40,8 +40,8 @@ def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | 
 
 
 @contextmanager
-def step_progress(label: str, total: int) -> Iterator[Callable[[int], None] | None]:
-    """A callback advancing a bar of `total` steps; None off a terminal."""
+def step_progress(label: str) -> Iterator[Callable[[int, int], None] | None]:
+    """A callback (done, total) drawing a bar of steps; None off a terminal."""
     if not sys.stderr.isatty():
         yield None
         return
@@ -49,5 +49,5 @@ def step_progress(label: str, total: int) -> Iterator[Callable[[int], None] | No
     from rich.progress import Progress
 
     with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task(label, total=total)
-        yield lambda n: bar.update(task, completed=n)
+        task = bar.add_task(label, total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=total)

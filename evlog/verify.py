@@ -120,7 +120,7 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
                     if run_start is not None:
                         good.append((run_start, p))
                         run_start = None
-                    bad.append((p, p + _frame_len(codec, frame), "out of order"))
+                    bad.append((p, p + len(codec.stored(frame)), "out of order"))
                     continue
                 if t < prev_time:
                     report.problems.append(Problem(seg.name, p, off, f"time {t} is earlier than {prev_time}",
@@ -155,10 +155,6 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
         return _SegmentScan(good, bad, torn, records, index_ok and loaded is not None, prev_offset, prev_time)
     finally:
         os.close(fd)
-
-
-def _frame_len(codec: Any, frame: bytes) -> int:
-    return len(frame) + (1 if codec.name == "jsonl" else 10)
 
 
 def _repair(log: Log, report: Report) -> list[str]:
