@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -773,6 +774,76 @@ def compact(
 
         _write_out(msgspec.json.encode(result.as_dict()) + b"\n")
     diag.info(result.text())
+
+
+# -- serve / subscribe -------------------------------------------------------------------------
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told otherwise).")]
+        = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 8765,
+    token: Annotated[str | None, typer.Option("--token", envvar="EVLOG_TOKEN", show_envvar=True,
+                                              help="The token clients must present.")] = None,
+    token_file: Annotated[Path | None, typer.Option(
+        "--token-file", help="Tokens, one per line; re-read when the file changes.")] = None,
+    allow_origin: Annotated[list[str] | None, typer.Option(
+        "--allow-origin", help="Allowed browser Origin (repeatable; exact match).")] = None,
+    max_clients: Annotated[int | None, typer.Option("--max-clients", min=1, help="Refuse clients beyond N.")]
+        = None,
+    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM) for wss://.")] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+) -> None:
+    """Stream the log to authenticated WebSocket clients at /stream.
+
+    Without --token/--token-file/EVLOG_TOKEN a token is generated into DIR/.serve-token (mode 0600).
+    Example: evlog serve --port 8765 --token-file /etc/evlog/tokens
+    """
+    from evlog import server
+    from evlog.stop import Terminated
+
+    if token and token_file:
+        raise UsageError("give --token or --token-file, not both")
+    if (tls_cert is None) != (tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    log = _state(ctx).log()
+    tokens = server.Tokens(log.dir, token, token_file)
+    signum = server.run(log, host=host, port=port, tokens=tokens, origins=list(allow_origin or []),
+                        max_clients=max_clients, tls_cert=tls_cert, tls_key=tls_key)
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+@app.command()
+def subscribe(
+    ctx: typer.Context,
+    url: Annotated[str, typer.Argument(help="The server's stream, e.g. ws://127.0.0.1:8765/stream.")],
+    token: Annotated[str | None, typer.Option("--token", help="[default: EVLOG_TOKEN, else DIR/.serve-token]")]
+        = None,
+    from_: Annotated[str | None, typer.Option("--from", help="An offset, beginning or end [default: end].")]
+        = None,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    format: FormatOpt = None,
+    no_reconnect: Annotated[bool, typer.Option("--no-reconnect", help="Exit when the connection ends.")]
+        = False,
+) -> None:
+    """Print events from an `evlog serve` endpoint like `read`; reconnects and resumes.
+
+    Example: evlog subscribe ws://127.0.0.1:8765/stream --from beginning --type 'order.*'
+    """
+    from evlog import subscribe as sub
+
+    if from_ is not None and from_ not in ("beginning", "end") and not from_.isdigit():
+        raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
+    secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), _state(ctx).dir)
+    code = sub.subscribe(url, secret, from_, _filter(type_, key, subject, source, where), _format(format),
+                         reconnect=not no_reconnect)
+    if code:
+        raise typer.Exit(code)
 
 
 # -- info / verify -------------------------------------------------------------------------

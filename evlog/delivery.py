@@ -405,7 +405,8 @@ class Consumer:
         task.done = True
         from evlog.diag import diag
 
-        diag.warning(f"{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
+        who = f"hook {self.hook}: " if self.hook else ""
+        diag.warning(f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
                      **({"hook": self.hook} if self.hook else {}))
         return None
 

@@ -33,9 +33,8 @@ class Diagnostics:
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
             line = msgspec.json.encode({"ts": ts, "level": level, "msg": msg, **fields}).decode()
         else:
-            prefix = "evlog: " if level == "info" else f"evlog: {level}: "
-            extra = "".join(f" {k}={v}" for k, v in fields.items())
-            line = prefix + msg + extra
+            # Text lines are whole sentences; fields are for machines (--log-format json).
+            line = ("evlog: " if level == "info" else f"evlog: {level}: ") + msg
         try:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()

@@ -9,7 +9,7 @@ import msgspec
 from rich.console import Console
 from rich.text import Text
 
-from evlog.framing import Codec
+from evlog.framing import Codec, Record
 
 _encode = msgspec.json.Encoder().encode
 TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")
@@ -18,7 +18,7 @@ TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bri
 class PrettyRenderer:
     """offset  time  type  key  data — the data shortened to fit the line."""
 
-    def __init__(self, codec: Codec, width: int | None = None, color: bool | None = None) -> None:
+    def __init__(self, codec: Codec | None, width: int | None = None, color: bool | None = None) -> None:
         self.codec = codec
         self.width = width or shutil.get_terminal_size((100, 24)).columns
         self.buffer = io.StringIO()
@@ -27,7 +27,10 @@ class PrettyRenderer:
         self.type_width = 12
 
     def render(self, frame: bytes) -> bytes:
-        rec = self.codec.record(frame)
+        assert self.codec is not None
+        return self.render_record(self.codec.record(frame))
+
+    def render_record(self, rec: Record) -> bytes:
         data = "" if rec.data is None else _encode(rec.data).decode()
         self.type_width = min(32, max(self.type_width, len(rec.type)))
         line = Text(no_wrap=True, overflow="ellipsis")

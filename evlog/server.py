@@ -1,0 +1,472 @@
+"""`evlog serve`: the log as a WebSocket stream, authenticated (SPEC 6 serve).
+
+    GET /health   200 {"status": "ok"}, no credentials
+    GET /metrics  Prometheus text, credentials required
+    GET /stream   WebSocket upgrade, credentials required: Authorization: Bearer
+                  TOKEN, or ?token=TOKEN (browsers cannot set headers)
+
+One hub follows the log for everyone: a single follower thread (one
+filesystem watcher) reads each new frame once and hands it to every live
+client's bounded queue. A new client first reads its backlog from disk, then
+joins the hub; offsets make the hand-over gap-free and duplicate-free. A
+client whose queue fills (it reads too slowly) is closed with 1013 and a
+reason naming the offset to resume from, so the server's memory does not grow
+whatever clients do. Tokens are compared in constant time and never logged:
+query strings in access logs have their token redacted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import os
+import re
+import secrets
+import signal
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from pathlib import Path
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from evlog.diag import diag
+from evlog.errors import EvlogError, UsageError
+from evlog.filters import Filter
+from evlog.log import Log
+from evlog.units import parse_time_us
+
+QUEUE_EVENTS = 10_000      # events buffered per live client before it is closed with 1013
+BACKLOG_CHUNK = 1_000
+MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
+TRY_AGAIN_LATER = 1013
+_TOKEN_IN_QUERY = re.compile(r"(?i)(^|[?&])token=[^&]*")
+
+
+def redact(path: str) -> str:
+    """A request path safe to log: the value of `token=` replaced."""
+    return _TOKEN_IN_QUERY.sub(r"\1token=[redacted]", path)
+
+
+class Tokens:
+    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token."""
+
+    def __init__(self, log_dir: Path, token: str | None, token_file: Path | None) -> None:
+        self.file = token_file
+        self.file_sig: tuple[int, int, int] | None = None
+        self.tokens: list[bytes] = []
+        self.where = ""
+        if token_file is not None:
+            self._reload()
+            if not self.tokens:
+                raise EvlogError(f"--token-file {token_file}: holds no token")
+            self.where = f"tokens from {token_file} (re-read when it changes)"
+        elif token:
+            self.tokens = [token.encode()]
+            self.where = "the given token" if token != os.environ.get("EVLOG_TOKEN") else "EVLOG_TOKEN"
+        else:
+            path = log_dir / ".serve-token"
+            self.tokens = [_stored_token(path).encode()]
+            self.where = f"a token stored in {path} (mode 0600)"
+
+    def _reload(self) -> None:
+        assert self.file is not None
+        try:
+            st = os.stat(self.file)
+            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if sig == self.file_sig:
+                return
+            text = self.file.read_text(encoding="utf-8")
+        except OSError as e:
+            if self.file_sig is None:
+                raise EvlogError(f"--token-file {self.file}: {e.strerror}") from None
+            return  # keep the tokens we had while the file is being replaced
+        self.tokens = [line.strip().encode() for line in text.splitlines() if line.strip()]
+        self.file_sig = sig
+
+    def accepts(self, candidate: str | None) -> bool:
+        if self.file is not None:
+            self._reload()
+        if not candidate:
+            return False
+        given = candidate.encode()
+        ok = False
+        for t in self.tokens:  # every token is compared: the time does not tell which one matched
+            ok |= hmac.compare_digest(given, t)
+        return ok
+
+
+def _stored_token(path: Path) -> str:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        text = path.read_text(encoding="utf-8").strip()
+        if text:
+            return text
+        raise EvlogError(f"{path} is empty: remove it to have a new token generated") from None
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return token
+
+
+@dataclass
+class StreamQuery:
+    start: str = "end"          # "end", "beginning" or an offset
+    since_us: int | None = None
+    last: int | None = None
+    filter: Filter = field(default_factory=Filter)
+    format: str = "json"
+
+
+def parse_query(query: str) -> StreamQuery:
+    """The /stream query parameters; UsageError with the reason for a bad one."""
+    params = urllib.parse.parse_qs(query, keep_blank_values=True)
+    known = {"from", "since", "last", "type", "key", "subject", "source", "where", "format", "token"}
+    for name in params:
+        if name not in known:
+            raise UsageError(f"unknown query parameter {name!r}")
+
+    def one(name: str) -> str | None:
+        values = params.get(name)
+        if not values:
+            return None
+        if len(values) > 1:
+            raise UsageError(f"{name} given more than once")
+        return values[0]
+
+    q = StreamQuery()
+    start = one("from")
+    if start is not None:
+        if start not in ("beginning", "end") and not start.isdigit():
+            raise UsageError(f"from={start!r}: use an offset, `beginning` or `end`")
+        q.start = start
+    since = one("since")
+    if since is not None:
+        try:
+            q.since_us = parse_time_us(since)
+        except ValueError as e:
+            raise UsageError(f"since: {e}") from None
+    last = one("last")
+    if last is not None:
+        if not last.isdigit():
+            raise UsageError(f"last={last!r}: use a number of events")
+        q.last = int(last)
+    if sum(x is not None for x in (start, since, last)) > 1:
+        raise UsageError("give at most one of from, since, last")
+    fmt = one("format") or "json"
+    if fmt not in ("json", "cloudevents"):
+        raise UsageError(f"format={fmt!r}: use json or cloudevents")
+    q.format = fmt
+    q.filter = Filter(params.get("type", []), one("key"), one("subject"), one("source"), one("where"))
+    from evlog.framing import CODECS
+
+    q.filter.compile(CODECS["jsonl"])  # a bad pattern or expression is a 400 now, not later
+    return q
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.events_sent = 0
+        self.disconnects: Counter[str] = Counter()
+        self.started = time.time()
+
+    def render(self, clients: int, last_offset: int | None) -> str:
+        lines = [
+            "# HELP evlog_clients_connected WebSocket clients connected now.",
+            "# TYPE evlog_clients_connected gauge",
+            f"evlog_clients_connected {clients}",
+            "# HELP evlog_events_sent_total Events sent to clients.",
+            "# TYPE evlog_events_sent_total counter",
+            f"evlog_events_sent_total {self.events_sent}",
+            "# HELP evlog_disconnects_total Client disconnections by reason.",
+            "# TYPE evlog_disconnects_total counter",
+        ]
+        for reason in ("closed", "lagging", "error", "shutdown") + tuple(
+                r for r in sorted(self.disconnects) if r not in ("closed", "lagging", "error", "shutdown")):
+            lines.append(f'evlog_disconnects_total{{reason="{reason}"}} {self.disconnects[reason]}')
+        lines += [
+            "# HELP evlog_last_offset Offset of the newest event the server has seen.",
+            "# TYPE evlog_last_offset gauge",
+            f"evlog_last_offset {-1 if last_offset is None else last_offset}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class _Client:
+    def __init__(self, ws: ServerConnection, q: StreamQuery, log: Log) -> None:
+        self.ws, self.q = ws, q
+        self.match = q.filter.compile(log.codec)
+        self.queue: asyncio.Queue[list[tuple[int, bytes, bytes]]] = asyncio.Queue()
+        self.queued = 0
+        self.live = False
+        self.next_offset = 0
+        self.lagging = False
+
+
+class Hub:
+    """Follows the log once for every client and fans new frames out."""
+
+    def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
+        self.log, self.loop, self.metrics = log, loop, metrics
+        self.clients: set[_Client] = set()
+        self.next_offset = log.next_offset()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _follow(self) -> None:
+        from evlog.follow import Follower
+
+        follower = Follower(self.log, self.next_offset)
+        offset_of = self.log.codec.offset  # type: ignore[attr-defined]
+        to_json = self.log.codec.json
+        try:
+            for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+                batch = [(offset_of(f), f, to_json(f)) for f in frames]
+                self.loop.call_soon_threadsafe(self._broadcast, batch)
+        except Exception as e:  # noqa: BLE001 - reported; clients keep their backlog path
+            self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
+
+    def _broadcast(self, batch: list[tuple[int, bytes, bytes]]) -> None:
+        self.next_offset = batch[-1][0] + 1
+        for c in list(self.clients):
+            if not c.live or c.lagging:
+                continue
+            if c.queued + len(batch) > QUEUE_EVENTS:
+                c.lagging = True
+                self.metrics.disconnects["lagging"] += 1
+                reason = f"client too slow; resume from offset {c.next_offset}"
+                asyncio.ensure_future(c.ws.close(TRY_AGAIN_LATER, reason))
+                continue
+            c.queue.put_nowait(batch)
+            c.queued += len(batch)
+
+
+class StreamServer:
+    def __init__(self, log: Log, tokens: Tokens, origins: list[str], max_clients: int | None) -> None:
+        self.log, self.tokens, self.origins, self.max_clients = log, tokens, origins, max_clients
+        self.metrics = Metrics()
+        self.hub: Hub | None = None
+
+    # -- HTTP, before any upgrade ------------------------------------------------------------
+
+    def _respond(self, conn: ServerConnection, status: int, body: str, content_type: str = "text/plain") -> Response:
+        response = conn.respond(status, body)
+        response.headers["Content-Type"] = f"{content_type}; charset=utf-8"
+        if status == HTTPStatus.UNAUTHORIZED:
+            response.headers["WWW-Authenticate"] = 'Bearer realm="evlog"'
+        return response
+
+    def _credentials(self, headers: Headers, query: str) -> str | None:
+        auth = headers.get("Authorization", "")
+        if auth[:7].lower() == "bearer ":
+            return auth[7:].strip()
+        values = urllib.parse.parse_qs(query).get("token")
+        return values[0] if values else None
+
+    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path, _, query = request.path.partition("?")
+        response = self._route(conn, request, path, query)
+        status = response.status_code if response is not None else 101
+        peer = conn.remote_address[0] if conn.remote_address else "?"
+        diag.info(f"{peer} GET {redact(request.path)} {status}", client=peer, path=redact(request.path),
+                  status=status)
+        return response
+
+    def _route(self, conn: ServerConnection, request: Request, path: str, query: str) -> Response | None:
+        if path == "/health":
+            return self._respond(conn, 200, '{"status": "ok"}', "application/json")
+        if path not in ("/metrics", "/stream"):
+            return self._respond(conn, 404, "not found: use /stream, /health or /metrics\n")
+        if not self.tokens.accepts(self._credentials(request.headers, query)):
+            return self._respond(conn, 401, "missing or wrong credentials\n")
+        if path == "/metrics":
+            hub = self.hub
+            clients = len(hub.clients) if hub else 0
+            last = hub.next_offset - 1 if hub and hub.next_offset else None
+            return self._respond(conn, 200, self.metrics.render(clients, last),
+                                 "text/plain; version=0.0.4")
+        origin = request.headers.get("Origin")
+        if self.origins and origin is not None and origin not in self.origins:
+            return self._respond(conn, 403, f"origin {origin} is not allowed\n")
+        if request.headers.get("Upgrade", "").lower() != "websocket":
+            return self._respond(conn, 426, "/stream is a WebSocket endpoint\n")
+        try:
+            conn.evlog_query = parse_query(query)  # type: ignore[attr-defined]
+        except UsageError as e:
+            return self._respond(conn, 400, f"{e}\n")
+        if self.max_clients is not None and self.hub is not None and len(self.hub.clients) >= self.max_clients:
+            return self._respond(conn, 503, f"too many clients (--max-clients {self.max_clients})\n")
+        return None
+
+    # -- the stream --------------------------------------------------------------------------
+
+    async def handler(self, ws: ServerConnection) -> None:
+        assert self.hub is not None
+        client = _Client(ws, ws.evlog_query, self.log)  # type: ignore[attr-defined]
+        self.hub.clients.add(client)
+        reason = "closed"
+        try:
+            client.next_offset = await asyncio.to_thread(self._start_offset, client.q)
+            await self._backlog(client)
+            await self._live(client)
+        except ConnectionClosed:
+            reason = "lagging" if client.lagging else "closed"
+        except Exception as e:  # noqa: BLE001 - one client's failure is logged, never a traceback
+            reason = "error"
+            diag.error(f"stream to {ws.remote_address[0] if ws.remote_address else '?'} failed: {e}")
+            await ws.close(1011, "server error")
+        finally:
+            self.hub.clients.discard(client)
+            if reason != "lagging":
+                self.metrics.disconnects[reason] += 1
+
+    def _start_offset(self, q: StreamQuery) -> int:
+        assert self.hub is not None
+        if q.start == "beginning":
+            return 0
+        if q.start.isdigit():
+            return int(q.start)
+        if q.since_us is not None or q.last is not None:
+            first = next(iter(self.log.read(since_us=q.since_us, last=q.last)), None)
+            return self.log.codec.offset(first) if first is not None else self.hub.next_offset  # type: ignore
+        return self.hub.next_offset
+
+    def _read_chunk(self, start: int) -> list[tuple[int, bytes, bytes]]:
+        codec = self.log.codec
+        out = []
+        for frame in self.log.read(start=start):
+            out.append((codec.offset(frame), frame, codec.json(frame)))  # type: ignore[attr-defined]
+            if len(out) >= BACKLOG_CHUNK:
+                break
+        return out
+
+    async def _backlog(self, client: _Client) -> None:
+        assert self.hub is not None
+        while True:
+            chunk = await asyncio.to_thread(self._read_chunk, client.next_offset)
+            if chunk:
+                await self._send(client, chunk)
+                continue
+            if self.hub.next_offset <= client.next_offset:
+                client.live = True  # from here on the hub queues every new frame for us
+                return
+
+    async def _live(self, client: _Client) -> None:
+        async def closed() -> None:
+            await client.ws.wait_closed()
+            client.queue.put_nowait([])  # wakes the loop below, which then finds the connection closed
+
+        watcher = asyncio.ensure_future(closed())
+        try:
+            while True:
+                batch = await client.queue.get()
+                if not batch:
+                    raise ConnectionClosed(client.ws.close_rcvd, client.ws.close_sent)
+                client.queued -= len(batch)
+                await self._send(client, batch)
+        finally:
+            watcher.cancel()
+
+    async def _send(self, client: _Client, batch: list[tuple[int, bytes, bytes]]) -> None:
+        match, ws = client.match, client.ws
+        for offset, frame, as_json in batch:
+            if offset < client.next_offset:
+                continue
+            if match is None or match(frame):
+                if client.q.format == "json":
+                    await ws.send(as_json, text=True)
+                else:
+                    await ws.send(self._cloudevent(frame), text=True)
+                self.metrics.events_sent += 1
+            client.next_offset = offset + 1
+
+    def _cloudevent(self, frame: bytes) -> bytes:
+        import msgspec
+
+        from evlog.event import cloudevent
+
+        return msgspec.json.encode(cloudevent(self.log.codec.record(frame)))
+
+
+def run(log: Log, *, host: str, port: int, tokens: Tokens, origins: list[str], max_clients: int | None,
+        tls_cert: Path | None, tls_key: Path | None) -> int:
+    """Serve until SIGTERM/SIGINT; returns the signal number that stopped it."""
+    return asyncio.run(_serve(log, host, port, tokens, origins, max_clients, tls_cert, tls_key))
+
+
+async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[str], max_clients: int | None,
+                 tls_cert: Path | None, tls_key: Path | None) -> int:
+    import logging
+
+    loop = asyncio.get_running_loop()
+    app = StreamServer(log, tokens, origins, max_clients)
+    app.hub = Hub(log, loop, app.metrics)
+    ssl_context = None
+    if tls_cert is not None:
+        import ssl
+
+        ssl_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            ssl_context.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as e:
+            raise EvlogError(f"cannot load --tls-cert/--tls-key: {e}") from None
+    ws_logger = logging.getLogger("evlog.server.websockets")
+    ws_logger.propagate = False
+    ws_logger.addHandler(_DiagHandler())
+    ws_logger.setLevel(logging.ERROR)
+    stopped = asyncio.Event()
+    received: list[int] = []
+
+    def on_signal(signum: int) -> None:
+        received.append(signum)
+        stopped.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+    try:
+        server = await serve(app.handler, host, port, process_request=app.process_request, compression=None,
+                             max_size=MAX_MESSAGE, open_timeout=10, ping_interval=20, ping_timeout=20,
+                             ssl=ssl_context, server_header="evlog", logger=ws_logger)
+    except OSError as e:
+        raise EvlogError(f"cannot listen on {host}:{port}: {e.strerror}") from None
+    app.hub.start()
+    sock = next(iter(server.sockets))
+    bound_host, bound_port = sock.getsockname()[:2]
+    shown = f"[{bound_host}]" if ":" in bound_host else bound_host
+    url = f"{'wss' if ssl_context else 'ws'}://{shown}:{bound_port}/stream"
+    diag.info(f"serving {url}", url=url)
+    diag.info(f"clients authenticate with {tokens.where}")
+    await stopped.wait()
+    app.hub.stop.set()
+    for client in list(app.hub.clients):
+        app.metrics.disconnects["shutdown"] += 1
+    server.close(close_connections=True)  # open connections are closed with 1001 (going away)
+    await server.wait_closed()
+    return received[0] if received else signal.SIGTERM
+
+
+class _DiagHandler:
+    """websockets' own errors, as evlog diagnostics: one line, no traceback, no token."""
+
+    level = 0
+
+    def handle(self, record: Any) -> None:
+        diag.error(redact(record.getMessage()))
+
+    def __getattr__(self, name: str) -> Any:
+        import logging
+
+        return getattr(logging.Handler(), name)

@@ -1,0 +1,136 @@
+"""`evlog subscribe URL`: a client of `evlog serve` that prints events like `read`.
+
+It asks the server for JSON records and renders them locally in any format.
+On a lost connection (or a 1013 "too slow" close) it reconnects with
+exponential backoff and resumes after the last offset it printed.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+import msgspec
+
+from evlog.diag import diag
+from evlog.errors import EvlogError, UsageError
+from evlog.filters import Filter
+from evlog.framing import Record
+
+_decode_record = msgspec.json.Decoder(Record).decode
+BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+
+
+def find_token(token: str | None, env_token: str | None, log_dir: Path) -> str:
+    if token:
+        return token
+    if env_token:
+        return env_token
+    try:
+        stored = (log_dir / ".serve-token").read_text(encoding="utf-8").strip()
+    except OSError:
+        stored = ""
+    if stored:
+        return stored
+    raise UsageError(f"no token: give --token, set EVLOG_TOKEN, or run next to a log with {log_dir}/.serve-token")
+
+
+def stream_url(url: str, start: str | None, flt: Filter) -> str:
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("ws", "wss"):
+        raise UsageError(f"not a WebSocket URL: {url!r} (use ws://HOST:PORT/stream)")
+    params: list[tuple[str, str]] = [(k, v) for k, v in urllib.parse.parse_qsl(parts.query)
+                                     if k not in ("from", "format")]
+    if start is not None:
+        params.append(("from", start))
+    params += [("type", t) for t in flt.types]
+    for name in ("key", "subject", "source", "where"):
+        value = getattr(flt, name)
+        if value is not None:
+            params.append((name, value))
+    params.append(("format", "json"))
+    return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(params)))
+
+
+def record_renderer(fmt: str) -> Callable[[str], bytes]:
+    """Render a JSON record message in an output format."""
+    if fmt == "json":
+        return lambda text: text.encode() + b"\n"
+    if fmt == "data":
+        return lambda text: msgspec.json.encode(_decode_record(text).data) + b"\n"
+    if fmt == "cloudevents":
+        from evlog.event import cloudevent
+
+        return lambda text: msgspec.json.encode(cloudevent(_decode_record(text))) + b"\n"
+    from evlog.pretty import PrettyRenderer
+
+    pretty = PrettyRenderer(None)
+    return lambda text: pretty.render_record(_decode_record(text))
+
+
+def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, reconnect: bool) -> int:
+    """Print events until stopped; returns an exit code for a connection that ended."""
+    from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
+    from websockets.sync.client import connect
+
+    render = record_renderer(fmt)
+    out = sys.stdout.buffer
+    last: int | None = None
+    delay = BACKOFF_START
+    while True:
+        resume = str(last + 1) if last is not None else start
+        target = stream_url(url, resume, flt)
+        try:
+            with connect(target, additional_headers={"Authorization": f"Bearer {token}"},
+                         open_timeout=10, max_size=None, compression=None, proxy=None) as ws:
+                diag.debug(f"connected to {url}")
+                delay = BACKOFF_START
+                while True:
+                    try:
+                        message = ws.recv(timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    text = message if isinstance(message, str) else message.decode()
+                    out.write(render(text))
+                    out.flush()
+                    last = _offset(text, last)
+        except InvalidStatus as e:
+            status = e.response.status_code
+            body = e.response.body.decode("utf-8", "replace").strip() if e.response.body else ""
+            if status in (401, 403, 400, 404):
+                raise EvlogError(f"{url}: HTTP {status}: {body or 'refused'}") from None
+            reason = f"HTTP {status}"
+        except InvalidURI as e:
+            raise UsageError(f"bad URL: {e}") from None
+        except ConnectionClosed as e:
+            code = e.rcvd.code if e.rcvd is not None else None
+            reason = f"connection closed ({code}{': ' + e.rcvd.reason if e.rcvd and e.rcvd.reason else ''})"
+            if not reconnect:
+                diag.info(reason)
+                return 0 if code in (1000, 1001) else 1
+        except (OSError, TimeoutError) as e:
+            reason = f"cannot connect: {e}"
+        if not reconnect:
+            raise EvlogError(f"{url}: {reason}")
+        diag.warning(f"{reason}; reconnecting in {delay:.1f}s" +
+                     (f", resuming after offset {last}" if last is not None else ""))
+        time.sleep(delay * (0.5 + random.random() / 2))
+        delay = min(BACKOFF_MAX, delay * 2)
+
+
+class _Offset(msgspec.Struct):
+    offset: int
+
+
+_decode_offset = msgspec.json.Decoder(_Offset).decode
+
+
+def _offset(text: str, last: int | None) -> int | None:
+    try:
+        return _decode_offset(text).offset
+    except msgspec.MsgspecError:
+        return last
