@@ -60,6 +60,8 @@ class _MetaArray(msgspec.Struct, gc=False, array_like=True):
 _decode_meta_json = msgspec.json.Decoder(_Meta).decode
 _decode_meta_mp = msgspec.msgpack.Decoder(_MetaArray).decode
 _decode_json = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+_TYPE_MARK = b'","type":'  # in a JSON Lines frame, first found right before the type
 
 
 @dataclass
@@ -89,6 +91,55 @@ class Filter:
             return checks[0]
         return lambda frame: all(check(frame) for check in checks)
 
+    def compile_chunk(self, codec: Codec) -> Callable[[list[bytes]], list[bytes]] | None:
+        """Like compile, over a list of frames at once, deciding on raw bytes where it can.
+
+        In a JSON Lines frame the first `","type":` is the type field (the id
+        before it is a JSON string, whose quotes are escaped), so exact type
+        patterns are a `startswith` at that place, and any other pattern or a
+        key has a substring that every match holds, which rules most records
+        out before any decoding.
+        """
+        match = self.compile(codec)
+        if match is None:
+            return None
+        if codec.name != "jsonl":
+            return lambda chunk: list(filter(match, chunk))
+        if self.types and all("*" not in p and ">" not in p for p in self.types):
+            exact = tuple(b'","type":' + _encode(p) + b',"source":' for p in self.types)
+            rest = Filter([], self.key, self.subject, self.source, self.where).compile(codec)
+            if rest is None:
+                return lambda chunk: [f for f in chunk if f.startswith(exact, f.find(_TYPE_MARK))]
+            return lambda chunk: [f for f in chunk if f.startswith(exact, f.find(_TYPE_MARK)) and rest(f)]
+        needles = self._needles()
+        if len(needles) == 1:
+            needle = needles[0]
+            return lambda chunk: [f for f in chunk if needle in f and match(f)]
+        if needles:
+            return lambda chunk: [f for f in chunk if any(n in f for n in needles) and match(f)]
+        return lambda chunk: list(filter(match, chunk))
+
+    def _needles(self) -> list[bytes]:
+        """Byte strings of which a matching JSON Lines frame holds at least one (empty: no such hint)."""
+        if self.key is not None:
+            return [b',"key":' + _encode(self.key) + b',"data":']
+        needles = []
+        for pattern in self.types:
+            tokens = pattern.split(".")
+            literal = []
+            for t in tokens:
+                if t in ("*", ">"):
+                    break
+                literal.append(t)
+            if not literal:
+                return []  # a pattern starting with a wildcard: no literal to look for
+            text = ".".join(literal)
+            if len(literal) == len(tokens):
+                needles.append(b'","type":' + _encode(text) + b',"source":')
+            else:
+                needles.append(b'","type":' + _encode(text + ".")[:-1])
+        return needles
+
     def type_matcher(self) -> Callable[[str], bool]:
         matchers = [type_pattern(p) for p in self.types]
         verdicts: dict[str, bool] = {}
@@ -110,14 +161,12 @@ class Filter:
         verdicts: dict[bytes, bool] = {}
 
         def jsonl_type(frame: bytes) -> bool:
-            # `,"time":"<27 bytes>","type":"` then the type, which holds no `"` unless escaped.
-            start = frame.index(b',"time":"') + 46
-            end = frame.index(b'"', start)
-            raw = frame[start:end]
+            start = frame.find(_TYPE_MARK) + 10  # the type's JSON string, past its opening quote
+            raw = frame[start:frame.index(b'"', start)]
             v = verdicts.get(raw)
             if v is None:
-                if b"\\" in raw or raw.endswith(b"\\"):
-                    return match(_decode_meta_json(frame).type)
+                if b"\\" in raw:
+                    return match(_decode_meta_json(frame).type)  # an escaped character: decode properly
                 v = verdicts[raw] = match(raw.decode())
                 if len(verdicts) > 100_000:
                     verdicts.clear()

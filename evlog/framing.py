@@ -37,7 +37,7 @@ from evlog.errors import CorruptionError
 from evlog.ids import uuid7_prefix
 
 CRC_SUFFIX_LEN = 20
-_CRC_OPEN = b',"crc32":"'
+_CRC_SUFFIX = b',"crc32":"%08x"}'
 _OFFSET_PREFIX = b'{"offset":'
 
 MP_HEADER = struct.Struct("<HII")
@@ -114,11 +114,13 @@ class Codec:
 
         return generated
 
-    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
-        """Valid frames at the start of `data` (which begins at file position `pos`).
+    overhead: int  # stored bytes of a frame besides the frame itself
 
-        Returns (frames as (position, frame bytes), bytes consumed, stopped at a bad frame).
-        Without `final`, an incomplete frame at the end is left for the next call.
+    def split(self, data: bytes, final: bool) -> tuple[list[bytes], int, bool]:
+        """Valid frames at the start of `data`.
+
+        Returns (frames, bytes consumed, stopped at a bad frame). Without
+        `final`, an incomplete frame at the end is left for the next call.
         """
         raise NotImplementedError
 
@@ -192,21 +194,19 @@ class JsonlCodec(Codec):
 
         return generated
 
-    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
+    overhead = 1
+
+    def split(self, data: bytes, final: bool) -> tuple[list[bytes], int, bool]:
         lines = data.split(b"\n")
         tail = lines.pop()  # bytes after the last newline: an unfinished line
-        out: list[tuple[int, bytes]] = []
-        append = out.append
-        start = pos
         crc = _crc32
+        suffix = _CRC_SUFFIX.__mod__
         for line in lines:
-            if (line[-CRC_SUFFIX_LEN:-10] != _CRC_OPEN or line[-2:] != b'"}'
-                    or b"%08x" % crc(line[:-CRC_SUFFIX_LEN]) != line[-10:-2]
-                    or line[:10] != _OFFSET_PREFIX):
-                return out, pos - start, True
-            append((pos, line))
-            pos += len(line) + 1
-        return out, pos - start, bool(final and tail)
+            # The checksum covers the body; the comparison covers every byte of the suffix.
+            if suffix(crc(line[:-CRC_SUFFIX_LEN])) != line[-CRC_SUFFIX_LEN:]:
+                good = lines[:lines.index(line)]
+                return good, sum(map(len, good)) + len(good), True
+        return lines, len(data) - len(tail), bool(final and tail)
 
     def record(self, frame: bytes) -> Record:
         return _json_record(frame)
@@ -227,7 +227,7 @@ class JsonlCodec(Codec):
     def resync(self, data: bytes, start: int) -> int | None:
         nl = data.find(b"\n", start)
         while nl != -1:
-            frames, _, _ = self.split(data[nl + 1:data.find(b"\n", nl + 1) + 1], 0, False)
+            frames, _, _ = self.split(data[nl + 1:data.find(b"\n", nl + 1) + 1], False)
             if frames:
                 return nl + 1
             nl = data.find(b"\n", nl + 1)
@@ -262,8 +262,10 @@ class MsgpackCodec(Codec):
         payload = b"\x98" + _mp_encode((offset, id_, time))[1:] + rest
         return MP_HEADER.pack(MP_MAGIC, len(payload), _crc32(payload)) + payload
 
-    def split(self, data: bytes, pos: int, final: bool) -> tuple[list[tuple[int, bytes]], int, bool]:
-        out: list[tuple[int, bytes]] = []
+    overhead = MP_HEADER.size
+
+    def split(self, data: bytes, final: bool) -> tuple[list[bytes], int, bool]:
+        out: list[bytes] = []
         i, n = 0, len(data)
         unpack = MP_HEADER.unpack_from
         while i + 10 <= n:
@@ -276,7 +278,7 @@ class MsgpackCodec(Codec):
             payload = data[i + 10:end]
             if _crc32(payload) != crc:
                 return out, i, True
-            out.append((pos + i, payload))
+            out.append(payload)
             i = end
         return out, i, bool(final and i < n)
 
@@ -296,7 +298,7 @@ class MsgpackCodec(Codec):
     def resync(self, data: bytes, start: int) -> int | None:
         i = data.find(_MP_MAGIC_BYTES, start)
         while i != -1:
-            frames, _, _ = self.split(data[i:], 0, True)
+            frames, _, _ = self.split(data[i:], True)
             if frames:
                 return i
             i = data.find(_MP_MAGIC_BYTES, i + 1)
@@ -319,9 +321,11 @@ def codec_for(fmt: str) -> Codec:
 class FrameReader:
     """Reads the valid frames of one segment file from a position, in order.
 
-    After iterating, `end` is the position after the last valid frame and
-    `bad` is None (clean end of file) or the position of a frame that failed
-    its check or was cut short. `stop` bounds the reading (exclusive).
+    Iterating gives (position, frame); `chunks()` gives lists of frames, the
+    fast path for readers that need no positions. Afterwards `end` is the
+    position after the last valid frame and `bad` is None (a clean end of
+    file) or the position of a frame that failed its check or was cut short.
+    `stop` bounds the reading (exclusive).
     """
 
     def __init__(self, codec: Codec, fd: int, start: int = 0, stop: int | None = None,
@@ -330,7 +334,7 @@ class FrameReader:
         self.end = start
         self.bad: int | None = None
 
-    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+    def chunks(self) -> Iterator[list[bytes]]:
         pos = self.start
         carry = b""
         split = self.codec.split
@@ -343,10 +347,11 @@ class FrameReader:
             data = carry + block if carry else block
             if not data:
                 break
-            frames, used, bad = split(data, pos, final)
-            yield from frames
+            frames, used, bad = split(data, final)
             pos += used
             self.end = pos
+            if frames:
+                yield frames
             if bad:
                 self.bad = pos
                 return
@@ -356,6 +361,14 @@ class FrameReader:
             if len(carry) > 4 * self.chunk:
                 self.chunk *= 2  # a record larger than the chunk: read more at once
         self.end = pos
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        pos = self.start
+        overhead = self.codec.overhead
+        for frames in self.chunks():
+            for frame in frames:
+                yield pos, frame
+                pos += len(frame) + overhead
 
 
 def classify(codec: Codec, fd: int, bad: int, size: int) -> int | None:

@@ -179,6 +179,12 @@ class Reader:
 
     def frames(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
                to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
+        for chunk in self.chunks(start=start, since_us=since_us, last=last, to=to, until_us=until_us):
+            yield from chunk
+
+    def chunks(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
+               to: int | None = None, until_us: int | None = None) -> Iterator[list[bytes]]:
+        """The frames of the range in offset order, a list at a time; raises CorruptionError at a bad record."""
         segs = self.segments
         if not segs:
             return
@@ -197,6 +203,7 @@ class Reader:
         time_of = _time_getter(codec)
         until = format_time(until_us) if until_us is not None else None
         since = format_time(since_us) if since_us is not None else None
+        skipping = start is not None or since is not None
         for i in range(begin_seg, len(segs)):
             seg = segs[i]
             try:
@@ -205,25 +212,28 @@ class Reader:
                 continue  # removed since it was listed (compaction); its successor follows
             try:
                 reader = seg.frames(fd, begin_pos if i == begin_seg else 0)
-                skipping = start is not None or since is not None
-                prev = seen = None
-                for _, frame in reader:
-                    seen = frame
-                    if skipping:
-                        if (start is not None and offset_of(frame) < start) or \
-                                (since is not None and time_of(frame) < since):
+                last_frame = None
+                for chunk in reader.chunks():
+                    last_frame = chunk[-1]
+                    if skipping:  # offsets increase and times never decrease: bisect for the start
+                        lo = 0 if start is None else bisect.bisect_left(chunk, start, key=offset_of)
+                        if since is not None:
+                            lo = bisect.bisect_left(chunk, since, lo, key=time_of)
+                        if lo == len(chunk):
                             continue
                         skipping = False
-                    if to is not None and offset_of(frame) > to:
+                        chunk = chunk[lo:] if lo else chunk
+                    if to is not None and offset_of(chunk[-1]) > to:
+                        yield chunk[:bisect.bisect_right(chunk, to, key=offset_of)]
                         return
-                    if until is not None and time_of(frame) >= until:
+                    if until is not None and time_of(chunk[-1]) >= until:
+                        yield chunk[:bisect.bisect_left(chunk, until, key=time_of)]
                         return
-                    prev = frame
-                    yield frame
-                if seen is not None:
-                    self.next_offset = offset_of(seen) + 1
+                    yield chunk
+                if last_frame is not None:
+                    self.next_offset = offset_of(last_frame) + 1
                 if reader.bad is not None:
-                    self._bad(seg, fd, reader.bad, i == len(segs) - 1, prev)
+                    self._bad(seg, fd, reader.bad, i == len(segs) - 1, last_frame)
             finally:
                 os.close(fd)
 

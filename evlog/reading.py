@@ -11,6 +11,9 @@ from evlog.log import Log
 
 FLUSH_BYTES = 1 << 16
 
+Select = Callable[[list[bytes]], list[bytes]]
+RenderMany = Callable[[list[bytes]], bytes]
+
 
 @dataclass
 class Query:
@@ -25,53 +28,33 @@ class Query:
     follow: bool = False
 
 
-def _render(fmt: str, log: Log) -> Callable[[bytes], bytes]:
+def _render(fmt: str, log: Log) -> RenderMany:
     if fmt == "pretty":
         from evlog.pretty import PrettyRenderer
 
-        return PrettyRenderer(log.codec).render
-    from evlog.output import renderer
+        one = PrettyRenderer(log.codec).render
+        return lambda frames: b"".join(map(one, frames))
+    from evlog.output import renderer_many
 
-    return renderer(fmt, log.codec)
-
-
-class _Out:
-    """Buffered binary stdout; flushes on demand and when the buffer fills."""
-
-    def __init__(self) -> None:
-        self.stream = sys.stdout.buffer
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes) -> None:
-        self.parts.append(data)
-        self.size += len(data)
-        if self.size >= FLUSH_BYTES:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.parts:
-            self.stream.write(b"".join(self.parts))
-            self.parts, self.size = [], 0
-        self.stream.flush()
+    return renderer_many(fmt, log.codec)
 
 
 def run(log: Log, q: Query, fmt: str) -> None:
-    match = q.filter.compile(log.codec)
+    select = q.filter.compile_chunk(log.codec)
     render = _render(fmt, log)
-    out = _Out()
+    out = sys.stdout.buffer
     remaining = q.limit
     if remaining == 0:
         return
     try:
         if q.tail is not None:
+            match = q.filter.compile(log.codec)
             frames, next_offset = log.tail_with_end(q.tail, match)
-            _emit(frames, None, render, out, None)
+            out.write(render(frames))
         else:
             reader = log.reader()
-            selected = reader.frames(start=q.start, since_us=q.since_us, last=q.last, to=q.to,
-                                     until_us=q.until_us)
-            remaining = _emit(selected, match, render, out, remaining)
+            chunks = reader.chunks(start=q.start, since_us=q.since_us, last=q.last, to=q.to, until_us=q.until_us)
+            remaining = _emit(chunks, select, render, out, remaining)
             if remaining == 0 or q.to is not None or q.until_us is not None:
                 return
             next_offset = reader.next_offset
@@ -80,31 +63,34 @@ def run(log: Log, q: Query, fmt: str) -> None:
     finally:
         out.flush()
     if q.follow:
-        _follow(log, next_offset, match, render, out, remaining)
+        _follow(log, next_offset, select, render, remaining)
 
 
-def _emit(frames: Iterable[bytes], match: Callable[[bytes], bool] | None, render: Callable[[bytes], bytes],
-          out: _Out, remaining: int | None) -> int | None:
-    write = out.write
-    for frame in frames:
-        if match is not None and not match(frame):
-            continue
-        write(render(frame))
+def _emit(chunks: Iterable[list[bytes]], select: Select | None, render: RenderMany, out: object,
+          remaining: int | None, flush: bool = False) -> int | None:
+    write = out.write  # type: ignore[attr-defined]
+    for chunk in chunks:
+        if select is not None:
+            chunk = select(chunk)
         if remaining is not None:
-            remaining -= 1
-            if remaining == 0:
-                break
+            chunk = chunk[:remaining]
+            remaining -= len(chunk)
+        if chunk:
+            write(render(chunk))
+            if flush:
+                out.flush()  # type: ignore[attr-defined]
+        if remaining == 0:
+            break
     return remaining
 
 
-def _follow(log: Log, next_offset: int, match: Callable[[bytes], bool] | None,
-            render: Callable[[bytes], bytes], out: _Out, remaining: int | None) -> None:
+def _follow(log: Log, next_offset: int, select: Select | None, render: RenderMany, remaining: int | None) -> None:
     from evlog.follow import Follower
     from evlog.stop import interrupted
 
     follower = Follower(log, next_offset)
+    out = sys.stdout.buffer
     for frames in follower.follow(interrupted):
-        remaining = _emit(frames, match, render, out, remaining)
-        out.flush()
+        remaining = _emit([frames], select, render, out, remaining, flush=True)
         if remaining == 0:
             return
