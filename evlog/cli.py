@@ -22,7 +22,9 @@ from evlog.errors import EvlogError, ExitCode, UsageError
 
 HELP = """evlog keeps an append-only event log in a local directory.
 
-Example: evlog append order.created sku=A1 count:=3 --key cust-7 ; evlog tail -f
+Example: evlog append order.created sku=A1 count:=3 --key cust-7
+
+Example: evlog tail -f --type 'order.*'
 """
 
 app = typer.Typer(
@@ -88,7 +90,7 @@ def _global(
     ctx: typer.Context,
     directory: Annotated[Path | None, typer.Option(
         "--dir", "-d", envvar="EVLOG_DIR", show_envvar=True,
-        help="The log directory [default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog].")] = None,
+        metavar="PATH", help="The log directory (default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog).")] = None,
     log_format: Annotated[LogFormat, typer.Option(
         "--log-format", envvar="EVLOG_LOG_FORMAT", help="Format of evlog's own diagnostics on stderr.")]
         = LogFormat.text,
@@ -124,7 +126,7 @@ def init(
     ctx: typer.Context,
     format: Annotated[StoreFormat, typer.Option("--format", help="Segment format.")] = StoreFormat.jsonl,
     segment_bytes: Annotated[str, typer.Option(
-        "--segment-bytes", help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes.")]
+        "--segment-bytes", metavar="SIZE", help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes.")]
         = "64MiB",
     fsync: Annotated[FsyncMode, typer.Option("--fsync", help="When appends are synced to disk.")]
         = FsyncMode.always,
@@ -151,18 +153,23 @@ def init(
 @app.command()
 def append(
     ctx: typer.Context,
-    type_: Annotated[str | None, typer.Argument(metavar="TYPE", help="The event type, e.g. order.created.",
-                                                show_default=False)] = None,
+    type_: Annotated[str | None, typer.Argument(
+        metavar="TYPE", help="The event type, e.g. order.created (required unless --batch or --stream).",
+        show_default=False)] = None,
     fields: Annotated[list[str] | None, typer.Argument(
         metavar="[FIELD]...", help="Data items: name=string or name:=json.", show_default=False)] = None,
     data: Annotated[str | None, typer.Option(
-        "--data", help="The whole payload as JSON; @FILE reads a file, - reads stdin.")] = None,
-    key: Annotated[str | None, typer.Option("--key", help="Key: the unit of ordering and compaction.")] = None,
-    subject: Annotated[str | None, typer.Option("--subject", help="Subject of the event.")] = None,
+        "--data", metavar="JSON|@FILE|-", help="The whole payload as JSON; @FILE reads a file, - reads stdin.")]
+        = None,
+    key: Annotated[str | None, typer.Option("--key", metavar="KEY",
+                                            help="Key: the unit of ordering and compaction.")] = None,
+    subject: Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Subject of the event.")]
+        = None,
     source: Annotated[str | None, typer.Option(
-        "--source", envvar="EVLOG_SOURCE", show_envvar=True, help="Producer [default: evlog].")] = None,
+        "--source", envvar="EVLOG_SOURCE", show_envvar=True, metavar="SOURCE",
+        help="Producer, also for --batch/--stream lines that name none (default: evlog).")] = None,
     id_: Annotated[str | None, typer.Option(
-        "--id", help="Event id; the same id within dedup_window is appended once.")] = None,
+        "--id", metavar="ID", help="Event id; the same id within dedup_window is appended once.")] = None,
     json_: Annotated[bool, typer.Option("--json", help="Print the record (or --batch summary) as JSON.")]
         = False,
     batch: Annotated[bool, typer.Option(
@@ -213,30 +220,35 @@ def _write_out(data: bytes | None) -> None:
 
 # -- read / tail ---------------------------------------------------------------------------
 
+FromOpt = Annotated[int | None, typer.Option("--from", min=0, metavar="OFFSET", help="Start at this offset.")]
+SinceOpt = Annotated[str | None, typer.Option(
+    "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m.")]
+LastOpt = Annotated[int | None, typer.Option(
+    "--last", min=0, metavar="N", help="Start at the N-th last event (counted before filtering).")]
+ToOpt = Annotated[int | None, typer.Option("--to", min=0, metavar="OFFSET", help="Stop after this offset (inclusive).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", metavar="TIME", help="Stop before this time (exclusive).")]
 TypeOpt = Annotated[list[str] | None, typer.Option(
-    "--type", help="Type pattern (repeatable; any may match): `*` one token, `>` the rest.",
+    "--type", metavar="PATTERN", help="Type pattern (repeatable; any may match): * is one token, a last > the rest.",
     show_default=False)]
-KeyOpt = Annotated[str | None, typer.Option("--key", help="Only events with this key.")]
-SubjectOpt = Annotated[str | None, typer.Option("--subject", help="Only events with this subject.")]
-SourceOpt = Annotated[str | None, typer.Option("--source", help="Only events from this source.")]
+KeyOpt = Annotated[str | None, typer.Option("--key", metavar="KEY", help="Only events with this key.")]
+SubjectOpt = Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Only events with this subject.")]
+SourceOpt = Annotated[str | None, typer.Option("--source", metavar="SOURCE", help="Only events from this source.")]
 WhereOpt = Annotated[str | None, typer.Option(
-    "--where", help='Expression over the record, e.g. \'data.n > 4 and type matches "^order\\."\'.')]
+    "--where", metavar="EXPR", help='Expression over the record, e.g. \'data.n > 4 and type matches "^order\\."\'.')]
 FormatOpt = Annotated[OutFormat | None, typer.Option(
-    "--format", help="Output format [default: pretty on a terminal, else json].", show_default=False)]
+    "--format", help="Output format (default: pretty on a terminal, else json).", show_default=False)]
 FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they arrive.")]
 
 
 @app.command()
 def read(
     ctx: typer.Context,
-    from_: Annotated[int | None, typer.Option("--from", min=0, help="Start at this offset.")] = None,
-    since: Annotated[str | None, typer.Option(
-        "--since", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m.")]
-        = None,
-    last: Annotated[int | None, typer.Option("--last", min=0, help="Start at the N-th last event.")] = None,
-    to: Annotated[int | None, typer.Option("--to", min=0, help="Stop after this offset (inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop before this time (exclusive).")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, help="Stop after N matching events.")]
+    from_: FromOpt = None,
+    since: SinceOpt = None,
+    last: LastOpt = None,
+    to: ToOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[int | None, typer.Option("--limit", min=0, metavar="N", help="Stop after N matching events.")]
         = None,
     type_: TypeOpt = None,
     key: KeyOpt = None,
@@ -246,7 +258,7 @@ def read(
     format: FormatOpt = None,
     follow: FollowOpt = False,
 ) -> None:
-    """Print events in offset order (the whole log unless a range is given).
+    """Print events in offset order (the whole log unless a range is given; one of --from/--since/--last).
 
     Example: evlog read --since 2h --type 'order.>' --where 'data.total > 100'
     """
@@ -348,11 +360,11 @@ class OnFailure(str, enum.Enum):
 def replay(
     ctx: typer.Context,
     command: CommandArg = None,
-    from_: Annotated[int | None, typer.Option("--from", min=0, help="Start at this offset.")] = None,
-    since: Annotated[str | None, typer.Option("--since", help="Start at this time (inclusive).")] = None,
-    last: Annotated[int | None, typer.Option("--last", min=0, help="Start at the N-th last event.")] = None,
-    to: Annotated[int | None, typer.Option("--to", min=0, help="Stop after this offset (inclusive).")] = None,
-    until: Annotated[str | None, typer.Option("--until", help="Stop before this time (exclusive).")] = None,
+    from_: FromOpt = None,
+    since: SinceOpt = None,
+    last: LastOpt = None,
+    to: ToOpt = None,
+    until: UntilOpt = None,
     type_: TypeOpt = None,
     key: KeyOpt = None,
     subject: SubjectOpt = None,
@@ -818,9 +830,9 @@ def serve(
 def subscribe(
     ctx: typer.Context,
     url: Annotated[str, typer.Argument(help="The server's stream, e.g. ws://127.0.0.1:8765/stream.")],
-    token: Annotated[str | None, typer.Option("--token", help="[default: EVLOG_TOKEN, else DIR/.serve-token]")]
+    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="The token (default: EVLOG_TOKEN, else DIR/.serve-token).")]
         = None,
-    from_: Annotated[str | None, typer.Option("--from", help="An offset, beginning or end [default: end].")]
+    from_: Annotated[str | None, typer.Option("--from", metavar="OFFSET|beginning|end", help="Where to start (default: end).")]
         = None,
     type_: TypeOpt = None,
     key: KeyOpt = None,
@@ -874,9 +886,9 @@ def verify(
         = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Check every record's checksum, offset and time order, and the index files.
+    """Check every record's checksum, offset and time order, and the index files (exit 0 clean, 5 corrupt).
 
-    Exit 0 when clean, 5 when corrupt. Example: evlog verify --repair
+    Example: evlog verify --repair
     """
     from evlog import verify as verify_mod
 
