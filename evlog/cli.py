@@ -56,24 +56,24 @@ class State:
         return Log.open(self.dir)
 
 
-class LogFormat(str, enum.Enum):
+class LogFormat(enum.StrEnum):
     text = "text"
     json = "json"
 
 
-class OutFormat(str, enum.Enum):
+class OutFormat(enum.StrEnum):
     pretty = "pretty"
     json = "json"
     cloudevents = "cloudevents"
     data = "data"
 
 
-class StoreFormat(str, enum.Enum):
+class StoreFormat(enum.StrEnum):
     jsonl = "jsonl"
     msgpack = "msgpack"
 
 
-class FsyncMode(str, enum.Enum):
+class FsyncMode(enum.StrEnum):
     always = "always"
     batch = "batch"
     never = "never"
@@ -88,17 +88,27 @@ def _version(value: bool) -> None:
 @app.callback()
 def _global(
     ctx: typer.Context,
-    directory: Annotated[Path | None, typer.Option(
-        "--dir", "-d", envvar="EVLOG_DIR", show_envvar=True,
-        metavar="PATH", help="The log directory (default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog).")] = None,
-    log_format: Annotated[LogFormat, typer.Option(
-        "--log-format", envvar="EVLOG_LOG_FORMAT", help="Format of evlog's own diagnostics on stderr.")]
-        = LogFormat.text,
+    directory: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            "-d",
+            envvar="EVLOG_DIR",
+            show_envvar=True,
+            metavar="PATH",
+            help="The log directory (default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog).",
+        ),
+    ] = None,
+    log_format: Annotated[
+        LogFormat,
+        typer.Option("--log-format", envvar="EVLOG_LOG_FORMAT", help="Format of evlog's own diagnostics on stderr."),
+    ] = LogFormat.text,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only print errors on stderr.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print more on stderr.")] = False,
     debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks of errors.")] = False,
-    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
-                                          help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     diag.configure(log_format.value, quiet=quiet, verbose=verbose)
     ctx.obj = State(directory, debug)
@@ -121,15 +131,20 @@ def _parse(what: str, parse: Any, text: str | None) -> Any:
 
 # -- init ----------------------------------------------------------------------------------
 
+
 @app.command()
 def init(
     ctx: typer.Context,
     format: Annotated[StoreFormat, typer.Option("--format", help="Segment format.")] = StoreFormat.jsonl,
-    segment_bytes: Annotated[str, typer.Option(
-        "--segment-bytes", metavar="SIZE", help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes.")]
-        = "64MiB",
-    fsync: Annotated[FsyncMode, typer.Option("--fsync", help="When appends are synced to disk.")]
-        = FsyncMode.always,
+    segment_bytes: Annotated[
+        str,
+        typer.Option(
+            "--segment-bytes",
+            metavar="SIZE",
+            help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes.",
+        ),
+    ] = "64MiB",
+    fsync: Annotated[FsyncMode, typer.Option("--fsync", help="When appends are synced to disk.")] = FsyncMode.always,
 ) -> None:
     """Create a log with chosen settings; an existing log is an error (exit 1).
 
@@ -150,32 +165,49 @@ def init(
 
 # -- append --------------------------------------------------------------------------------
 
+
 @app.command()
 def append(
     ctx: typer.Context,
-    type_: Annotated[str | None, typer.Argument(
-        metavar="TYPE", help="The event type, e.g. order.created (required unless --batch or --stream).",
-        show_default=False)] = None,
-    fields: Annotated[list[str] | None, typer.Argument(
-        metavar="[FIELD]...", help="Data items: name=string or name:=json.", show_default=False)] = None,
-    data: Annotated[str | None, typer.Option(
-        "--data", metavar="JSON|@FILE|-", help="The whole payload as JSON; @FILE reads a file, - reads stdin.")]
-        = None,
-    key: Annotated[str | None, typer.Option("--key", metavar="KEY",
-                                            help="Key: the unit of ordering and compaction.")] = None,
-    subject: Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Subject of the event.")]
-        = None,
-    source: Annotated[str | None, typer.Option(
-        "--source", envvar="EVLOG_SOURCE", show_envvar=True, metavar="SOURCE",
-        help="Producer, also for --batch/--stream lines that name none (default: evlog).")] = None,
-    id_: Annotated[str | None, typer.Option(
-        "--id", metavar="ID", help="Event id; the same id within dedup_window is appended once.")] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the record (or --batch summary) as JSON.")]
-        = False,
-    batch: Annotated[bool, typer.Option(
-        "--batch", help="Append JSON Lines from stdin, all or nothing.")] = False,
-    stream: Annotated[bool, typer.Option(
-        "--stream", help="Append JSON Lines from stdin as they arrive.")] = False,
+    type_: Annotated[
+        str | None,
+        typer.Argument(
+            metavar="TYPE",
+            help="The event type, e.g. order.created (required unless --batch or --stream).",
+            show_default=False,
+        ),
+    ] = None,
+    fields: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="[FIELD]...", help="Data items: name=string or name:=json.", show_default=False),
+    ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option(
+            "--data", metavar="JSON|@FILE|-", help="The whole payload as JSON; @FILE reads a file, - reads stdin."
+        ),
+    ] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", metavar="KEY", help="Key: the unit of ordering and compaction.")
+    ] = None,
+    subject: Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Subject of the event.")] = None,
+    source: Annotated[
+        str | None,
+        typer.Option(
+            "--source",
+            envvar="EVLOG_SOURCE",
+            show_envvar=True,
+            metavar="SOURCE",
+            help="Producer, also for --batch/--stream lines that name none (default: evlog).",
+        ),
+    ] = None,
+    id_: Annotated[
+        str | None,
+        typer.Option("--id", metavar="ID", help="Event id; the same id within dedup_window is appended once."),
+    ] = None,
+    json_: Annotated[bool, typer.Option("--json", help="Print the record (or --batch summary) as JSON.")] = False,
+    batch: Annotated[bool, typer.Option("--batch", help="Append JSON Lines from stdin, all or nothing.")] = False,
+    stream: Annotated[bool, typer.Option("--stream", help="Append JSON Lines from stdin as they arrive.")] = False,
 ) -> None:
     """Append one event, or many with --batch / --stream; prints the offset.
 
@@ -221,22 +253,40 @@ def _write_out(data: bytes | None) -> None:
 # -- read / tail ---------------------------------------------------------------------------
 
 FromOpt = Annotated[int | None, typer.Option("--from", min=0, metavar="OFFSET", help="Start at this offset.")]
-SinceOpt = Annotated[str | None, typer.Option(
-    "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m.")]
-LastOpt = Annotated[int | None, typer.Option(
-    "--last", min=0, metavar="N", help="Start at the N-th last event (counted before filtering).")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m."
+    ),
+]
+LastOpt = Annotated[
+    int | None,
+    typer.Option("--last", min=0, metavar="N", help="Start at the N-th last event (counted before filtering)."),
+]
 ToOpt = Annotated[int | None, typer.Option("--to", min=0, metavar="OFFSET", help="Stop after this offset (inclusive).")]
 UntilOpt = Annotated[str | None, typer.Option("--until", metavar="TIME", help="Stop before this time (exclusive).")]
-TypeOpt = Annotated[list[str] | None, typer.Option(
-    "--type", metavar="PATTERN", help="Type pattern (repeatable; any may match): * is one token, a last > the rest.",
-    show_default=False)]
+TypeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--type",
+        metavar="PATTERN",
+        help="Type pattern (repeatable; any may match): * is one token, a last > the rest.",
+        show_default=False,
+    ),
+]
 KeyOpt = Annotated[str | None, typer.Option("--key", metavar="KEY", help="Only events with this key.")]
 SubjectOpt = Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Only events with this subject.")]
 SourceOpt = Annotated[str | None, typer.Option("--source", metavar="SOURCE", help="Only events from this source.")]
-WhereOpt = Annotated[str | None, typer.Option(
-    "--where", metavar="EXPR", help='Expression over the record, e.g. \'data.n > 4 and type matches "^order\\."\'.')]
-FormatOpt = Annotated[OutFormat | None, typer.Option(
-    "--format", help="Output format (default: pretty on a terminal, else json).", show_default=False)]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where", metavar="EXPR", help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'."
+    ),
+]
+FormatOpt = Annotated[
+    OutFormat | None,
+    typer.Option("--format", help="Output format (default: pretty on a terminal, else json).", show_default=False),
+]
 FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they arrive.")]
 
 
@@ -248,8 +298,9 @@ def read(
     last: LastOpt = None,
     to: ToOpt = None,
     until: UntilOpt = None,
-    limit: Annotated[int | None, typer.Option("--limit", min=0, metavar="N", help="Stop after N matching events.")]
-        = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, metavar="N", help="Stop after N matching events.")
+    ] = None,
     type_: TypeOpt = None,
     key: KeyOpt = None,
     subject: SubjectOpt = None,
@@ -268,9 +319,14 @@ def read(
     if sum(x is not None for x in (from_, since, last)) > 1:
         raise UsageError("give at most one of --from, --since, --last")
     query = reading.Query(
-        start=from_, since_us=_parse("--since", parse_time_us, since), last=last, to=to,
-        until_us=_parse("--until", parse_time_us, until), limit=limit,
-        filter=_filter(type_, key, subject, source, where), follow=follow,
+        start=from_,
+        since_us=_parse("--since", parse_time_us, since),
+        last=last,
+        to=to,
+        until_us=_parse("--until", parse_time_us, until),
+        limit=limit,
+        filter=_filter(type_, key, subject, source, where),
+        follow=follow,
     )
     reading.run(_state(ctx).log(), query, _format(format))
 
@@ -278,7 +334,9 @@ def read(
 @app.command()
 def tail(
     ctx: typer.Context,
-    n: Annotated[int, typer.Option("-n", "--lines", min=0, help="How many of the last matching events.")] = 10,
+    n: Annotated[
+        int, typer.Option("-n", "--lines", metavar="N", min=0, help="How many of the last matching events.")
+    ] = 10,
     type_: TypeOpt = None,
     key: KeyOpt = None,
     subject: SubjectOpt = None,
@@ -297,8 +355,7 @@ def tail(
     reading.run(_state(ctx).log(), query, _format(format))
 
 
-def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None,
-            where: str | None):  # noqa: ANN202 - evlog.filters.Filter
+def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.filters.Filter
     from evlog.filters import Filter
 
     f = Filter(list(types or []), key, subject, source, where)
@@ -316,9 +373,14 @@ def _format(fmt: OutFormat | None) -> str:
 
 # -- replay, groups, hooks, run, dlq ---------------------------------------------------------
 
-CommandArg = Annotated[list[str] | None, typer.Argument(
-    metavar="-- COMMAND [ARG]...", help="The handler: an argument vector, never run through a shell.",
-    show_default=False)]
+CommandArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="-- COMMAND [ARG]...",
+        help="The handler: an argument vector, never run through a shell.",
+        show_default=False,
+    ),
+]
 
 
 def _duration(what: str, text: str) -> float:
@@ -351,7 +413,7 @@ def _summary_out(summary: Any, json_: bool) -> None:
     diag.info(summary.text())
 
 
-class OnFailure(str, enum.Enum):
+class OnFailure(enum.StrEnum):
     dead_letter = "dead-letter"
     stop = "stop"
 
@@ -370,26 +432,36 @@ def replay(
     subject: SubjectOpt = None,
     source: SourceOpt = None,
     where: WhereOpt = None,
-    group: Annotated[str | None, typer.Option("--group", help="Keep a durable checkpoint under this name.")]
-        = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failure.")] = 3,
-    backoff: Annotated[str, typer.Option("--backoff", help="First retry delay (doubles, with jitter).")] = "0.5s",
-    max_backoff: Annotated[str, typer.Option("--max-backoff", help="Longest retry delay.")] = "30s",
-    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
-        = "30s",
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Up to N records per handler call.")] = 1,
-    concurrency: Annotated[int, typer.Option("--concurrency", min=1, help="Handlers running at once.")] = 1,
-    on_failure: Annotated[OnFailure, typer.Option("--on-failure", help="After the last retry.")]
-        = OnFailure.dead_letter,
-    clean_env: Annotated[bool, typer.Option("--clean-env", help="Pass only PATH, HOME, LANG, LC_*, TZ, EVLOG_*.")]
-        = False,
-    env: Annotated[list[str] | None, typer.Option("--env", help="Add NAME=VALUE to the handler's environment.")]
-        = None,
-    max_memory: Annotated[str | None, typer.Option("--max-memory", help="Cap the handler's address space.")]
-        = None,
+    group: Annotated[
+        str | None, typer.Option("--group", metavar="NAME", help="Keep a durable checkpoint under this name.")
+    ] = None,
+    retries: Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")] = 3,
+    backoff: Annotated[
+        str, typer.Option("--backoff", metavar="DURATION", help="First retry delay (doubles, with jitter).")
+    ] = "0.5s",
+    max_backoff: Annotated[str, typer.Option("--max-backoff", metavar="DURATION", help="Longest retry delay.")] = "30s",
+    timeout: Annotated[
+        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
+    ] = "30s",
+    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")] = 1,
+    concurrency: Annotated[
+        int, typer.Option("--concurrency", metavar="N", min=1, help="Handlers running at once.")
+    ] = 1,
+    on_failure: Annotated[
+        OnFailure, typer.Option("--on-failure", help="After the last retry.")
+    ] = OnFailure.dead_letter,
+    clean_env: Annotated[
+        bool, typer.Option("--clean-env", help="Pass only PATH, HOME, LANG, LC_*, TZ, EVLOG_*.")
+    ] = False,
+    env: Annotated[
+        list[str] | None,
+        typer.Option("--env", metavar="NAME=VALUE", help="Add NAME=VALUE to the handler's environment."),
+    ] = None,
+    max_memory: Annotated[
+        str | None, typer.Option("--max-memory", metavar="SIZE", help="Cap the handler's address space.")
+    ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep consuming new events.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be delivered; run nothing.")]
-        = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be delivered; run nothing.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Run a handler command for each event (or batch), with retries and a dead-letter file.
@@ -407,12 +479,26 @@ def replay(
 
         check_name(group)
     options = delivery.Options(
-        command=argv, retries=retries, backoff=_duration("--backoff", backoff),
-        max_backoff=_duration("--max-backoff", max_backoff), timeout=_duration("--timeout", timeout),
-        batch=batch, concurrency=concurrency, on_failure=on_failure.value, clean_env=clean_env,
-        env=_env_pairs(env), max_memory=_parse("--max-memory", parse_size, max_memory), dry_run=dry_run)
-    rng = delivery.Range(start=from_, since_us=_parse("--since", parse_time_us, since), last=last, to=to,
-                         until_us=_parse("--until", parse_time_us, until))
+        command=argv,
+        retries=retries,
+        backoff=_duration("--backoff", backoff),
+        max_backoff=_duration("--max-backoff", max_backoff),
+        timeout=_duration("--timeout", timeout),
+        batch=batch,
+        concurrency=concurrency,
+        on_failure=on_failure.value,
+        clean_env=clean_env,
+        env=_env_pairs(env),
+        max_memory=_parse("--max-memory", parse_size, max_memory),
+        dry_run=dry_run,
+    )
+    rng = delivery.Range(
+        start=from_,
+        since_us=_parse("--since", parse_time_us, since),
+        last=last,
+        to=to,
+        until_us=_parse("--until", parse_time_us, until),
+    )
     flt = _filter(type_, key, subject, source, where)
     log = _state(ctx).log()
     from evlog.progress import consumer_progress
@@ -427,8 +513,10 @@ def replay(
         raise typer.Exit(ExitCode.PARTIAL)
 
 
-groups_app = typer.Typer(help="Consumer groups: durable checkpoints of replays and hooks.",
-                         no_args_is_help=True)
+groups_app = typer.Typer(
+    help="Consumer groups: durable checkpoints of replays and hooks.\n\nExample: evlog groups list --json",
+    no_args_is_help=True,
+)
 app.add_typer(groups_app, name="groups")
 
 
@@ -457,9 +545,10 @@ def groups_list(
 def groups_reset(
     ctx: typer.Context,
     name: Annotated[str, typer.Argument(help="The group.")],
-    to: Annotated[int | None, typer.Option("--to", min=0, help="Move to this offset.")] = None,
-    to_time: Annotated[str | None, typer.Option("--to-time", help="Move to the first event at or after TIME.")]
-        = None,
+    to: Annotated[int | None, typer.Option("--to", min=0, metavar="OFFSET", help="Move to this offset.")] = None,
+    to_time: Annotated[
+        str | None, typer.Option("--to-time", metavar="TIME", help="Move to the first event at or after TIME.")
+    ] = None,
     to_end: Annotated[bool, typer.Option("--to-end", help="Move past the last event.")] = False,
     to_start: Annotated[bool, typer.Option("--to-start", help="Move to the first event.")] = False,
 ) -> None:
@@ -472,9 +561,14 @@ def groups_reset(
 
     if sum((to is not None, to_time is not None, to_end, to_start)) != 1:
         raise UsageError("give exactly one of --to, --to-time, --to-end, --to-start")
-    position = consumers.reset_group(_state(ctx).log(), name, to=to,
-                                     to_time_us=_parse("--to-time", parse_time_us, to_time),
-                                     to_end=to_end, to_start=to_start)
+    position = consumers.reset_group(
+        _state(ctx).log(),
+        name,
+        to=to,
+        to_time_us=_parse("--to-time", parse_time_us, to_time),
+        to_end=to_end,
+        to_start=to_start,
+    )
     diag.info(f"group {name} now at {position}")
 
 
@@ -489,7 +583,11 @@ def groups_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     consumers.delete_group(_state(ctx).log(), name)
 
 
-hooks_app = typer.Typer(help="The hook registry: handlers that `evlog run` feeds.", no_args_is_help=True)
+hooks_app = typer.Typer(
+    help="The hook registry (hooks.toml): handlers that evlog run feeds.\n\n"
+    "Example: evlog hooks add audit --type 'user.>' -- ./audit.sh",
+    no_args_is_help=True,
+)
 app.add_typer(hooks_app, name="hooks")
 
 
@@ -503,10 +601,11 @@ def hooks_add(
     subject: SubjectOpt = None,
     source: SourceOpt = None,
     where: WhereOpt = None,
-    retries: Annotated[int, typer.Option("--retries", min=0, help="Retries after a failure.")] = 3,
-    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
-        = "30s",
-    batch: Annotated[int, typer.Option("--batch", min=1, help="Up to N records per handler call.")] = 1,
+    retries: Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")] = 3,
+    timeout: Annotated[
+        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
+    ] = "30s",
+    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")] = 1,
     from_start: Annotated[bool, typer.Option("--from-start", help="Deliver the existing events too.")] = False,
 ) -> None:
     """Register a handler in hooks.toml; it gets new events only unless --from-start.
@@ -520,9 +619,20 @@ def hooks_add(
     argv = _handler(command)
     _duration("--timeout", timeout)
     _filter(type_, key, subject, source, where)
-    consumers.add_hook(_state(ctx).log(), name, argv, types=list(type_ or []), key=key, subject=subject,
-                       source=source, where=where, retries=retries, timeout=timeout, batch=batch,
-                       from_start=from_start)
+    consumers.add_hook(
+        _state(ctx).log(),
+        name,
+        argv,
+        types=list(type_ or []),
+        key=key,
+        subject=subject,
+        source=source,
+        where=where,
+        retries=retries,
+        timeout=timeout,
+        batch=batch,
+        from_start=from_start,
+    )
 
 
 @hooks_app.command("list")
@@ -544,8 +654,10 @@ def hooks_list(
         return
     for r in rows:
         state = "paused" if r["paused"] else "active"
-        sys.stdout.write(f"{r['name']}\t{state}\tposition {r['position']}\tlag {r['lag']}\t"
-                         f"dead letters {r['dead_letters']}\t{' '.join(r['command'])}\n")
+        sys.stdout.write(
+            f"{r['name']}\t{state}\tposition {r['position']}\tlag {r['lag']}\t"
+            f"dead letters {r['dead_letters']}\t{' '.join(r['command'])}\n"
+        )
 
 
 @hooks_app.command("show")
@@ -597,8 +709,9 @@ def hooks_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
 @app.command("run")
 def run_hooks(
     ctx: typer.Context,
-    names: Annotated[list[str] | None, typer.Argument(metavar="[NAME]...", help="Only these hooks.",
-                                                      show_default=False)] = None,
+    names: Annotated[
+        list[str] | None, typer.Argument(metavar="[NAME]...", help="Only these hooks.", show_default=False)
+    ] = None,
     once: Annotated[bool, typer.Option("--once", help="Drain the backlog and exit (for cron).")] = False,
 ) -> None:
     """Deliver events to every active hook (or the named ones), each an independent consumer.
@@ -616,10 +729,13 @@ def run_hooks(
         raise typer.Exit(ExitCode.PARTIAL)
 
 
-dlq_app = typer.Typer(help="The dead-letter file: inspect, retry, purge.", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="The dead-letter file: inspect, retry, purge.\n\nExample: evlog dlq list --type 'order.*'",
+    no_args_is_help=True,
+)
 app.add_typer(dlq_app, name="dlq")
-HookOpt = Annotated[str | None, typer.Option("--hook", help="Only entries of this hook.")]
-GroupOpt = Annotated[str | None, typer.Option("--group", help="Only entries of this group.")]
+HookOpt = Annotated[str | None, typer.Option("--hook", metavar="NAME", help="Only entries of this hook.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", metavar="NAME", help="Only entries of this group.")]
 
 
 @dlq_app.command("list")
@@ -640,8 +756,9 @@ def dlq_list(
     """
     from evlog import consumers
 
-    entries = consumers.dead_letter_entries(_state(ctx).log(), _filter(type_, key, subject, source, where),
-                                            hook=hook, group=group)
+    entries = consumers.dead_letter_entries(
+        _state(ctx).log(), _filter(type_, key, subject, source, where), hook=hook, group=group
+    )
     if json_ or not sys.stdout.isatty():
         import msgspec
 
@@ -683,14 +800,20 @@ def dlq_count(ctx: typer.Context) -> None:
 @dlq_app.command("retry")
 def dlq_retry(
     ctx: typer.Context,
-    args: Annotated[list[str] | None, typer.Argument(
-        metavar="[DLQ_ID]... [-- COMMAND [ARG]...]", help="Entries to retry, then optionally another handler.",
-        show_default=False)] = None,
+    args: Annotated[
+        list[str] | None,
+        typer.Argument(
+            metavar="[DLQ_ID]... [-- COMMAND [ARG]...]",
+            help="Entries to retry, then optionally another handler.",
+            show_default=False,
+        ),
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Retry every entry (that matches --hook/--group).")] = False,
     hook: HookOpt = None,
     group: GroupOpt = None,
-    timeout: Annotated[str, typer.Option("--timeout", help="Kill the handler's process group after this.")]
-        = "30s",
+    timeout: Annotated[
+        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
+    ] = "30s",
 ) -> None:
     """Run entries' handlers again; entries that now succeed are removed, the others stay.
 
@@ -701,10 +824,13 @@ def dlq_retry(
     ids, command = _ids_and_command(ctx, args)
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
-    report = consumers.retry(_state(ctx).log(), ids, hook=hook, group=group, command=command,
-                             timeout=_duration("--timeout", timeout))
-    diag.info(f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
-              f"{len(report.failed)} still failing")
+    report = consumers.retry(
+        _state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=_duration("--timeout", timeout)
+    )
+    diag.info(
+        f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
+        f"{len(report.failed)} still failing"
+    )
     if report.failed:
         raise typer.Exit(ExitCode.PARTIAL)
 
@@ -715,10 +841,10 @@ def _ids_and_command(ctx: typer.Context, args: list[str] | None) -> tuple[list[i
     argv = _invocation
     command: list[str] | None = None
     if "--" in argv:
-        after = argv[argv.index("--") + 1:]
-        if after and raw[-len(after):] == after:
+        after = argv[argv.index("--") + 1 :]
+        if after and raw[-len(after) :] == after:
             command = after
-            raw = raw[:-len(after)]
+            raw = raw[: -len(after)]
     ids = []
     for a in raw:
         if not a.isdigit():
@@ -730,11 +856,13 @@ def _ids_and_command(ctx: typer.Context, args: list[str] | None) -> tuple[list[i
 @dlq_app.command("purge")
 def dlq_purge(
     ctx: typer.Context,
-    ids: Annotated[list[int] | None, typer.Argument(metavar="[DLQ_ID]...", help="Entries to remove.",
-                                                    show_default=False)] = None,
+    ids: Annotated[
+        list[int] | None, typer.Argument(metavar="[DLQ_ID]...", help="Entries to remove.", show_default=False)
+    ] = None,
     all_: Annotated[bool, typer.Option("--all", help="Remove every entry.")] = False,
-    before: Annotated[str | None, typer.Option("--before", help="Remove entries that failed before TIME.")]
-        = None,
+    before: Annotated[
+        str | None, typer.Option("--before", metavar="TIME", help="Remove entries that failed before TIME.")
+    ] = None,
 ) -> None:
     """Remove dead-letter entries.
 
@@ -745,26 +873,39 @@ def dlq_purge(
 
     if not ids and not all_ and before is None:
         raise UsageError("give DLQ_IDs, --all or --before TIME")
-    removed = consumers.purge(_state(ctx).log(), list(ids or []), all_=all_,
-                              before_us=_parse("--before", parse_time_us, before))
+    removed = consumers.purge(
+        _state(ctx).log(), list(ids or []), all_=all_, before_us=_parse("--before", parse_time_us, before)
+    )
     diag.info(f"removed {removed} entries")
 
 
 # -- compact -----------------------------------------------------------------------------------
 
+
 @app.command()
 def compact(
     ctx: typer.Context,
-    max_age: Annotated[str | None, typer.Option(
-        "--max-age", help="Delete sealed segments whose newest event is older than this.")] = None,
-    max_bytes: Annotated[str | None, typer.Option(
-        "--max-bytes", help="Delete the oldest sealed segments until the log is at most this big.")] = None,
-    max_events: Annotated[int | None, typer.Option(
-        "--max-events", min=0, help="Delete the oldest sealed segments until at most N events remain.")] = None,
+    max_age: Annotated[
+        str | None,
+        typer.Option(
+            "--max-age", metavar="DURATION", help="Delete sealed segments whose newest event is older than this."
+        ),
+    ] = None,
+    max_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--max-bytes", metavar="SIZE", help="Delete the oldest sealed segments until the log is at most this big."
+        ),
+    ] = None,
+    max_events: Annotated[
+        int | None,
+        typer.Option(
+            "--max-events", metavar="N", min=0, help="Delete the oldest sealed segments until at most N events remain."
+        ),
+    ] = None,
     keys: Annotated[bool, typer.Option("--keys", help="Keep only the newest event of each key.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report what would happen; change nothing.")] = False,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for a running compaction instead of exit 75.")]
-        = False,
+    wait: Annotated[bool, typer.Option("--wait", help="Wait for a running compaction instead of exit 75.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Apply retention and key compaction to sealed segments, while everything else keeps running.
@@ -790,22 +931,35 @@ def compact(
 
 # -- serve / subscribe -------------------------------------------------------------------------
 
+
 @app.command()
 def serve(
     ctx: typer.Context,
-    host: Annotated[str, typer.Option("--host", help="Address to bind (loopback unless told otherwise).")]
-        = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=0, max=65535, help="Port; 0 picks a free one.")] = 8765,
-    token: Annotated[str | None, typer.Option("--token", envvar="EVLOG_TOKEN", show_envvar=True,
-                                              help="The token clients must present.")] = None,
-    token_file: Annotated[Path | None, typer.Option(
-        "--token-file", help="Tokens, one per line; re-read when the file changes.")] = None,
-    allow_origin: Annotated[list[str] | None, typer.Option(
-        "--allow-origin", help="Allowed browser Origin (repeatable; exact match).")] = None,
-    max_clients: Annotated[int | None, typer.Option("--max-clients", min=1, help="Refuse clients beyond N.")]
-        = None,
-    tls_cert: Annotated[Path | None, typer.Option("--tls-cert", help="TLS certificate (PEM) for wss://.")] = None,
-    tls_key: Annotated[Path | None, typer.Option("--tls-key", help="TLS private key (PEM).")] = None,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address to bind (loopback unless told otherwise).")
+    ] = "127.0.0.1",
+    port: Annotated[
+        int, typer.Option("--port", metavar="PORT", min=0, max=65535, help="Port; 0 picks a free one.")
+    ] = 8765,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", envvar="EVLOG_TOKEN", show_envvar=True, help="The token clients must present."),
+    ] = None,
+    token_file: Annotated[
+        Path | None,
+        typer.Option("--token-file", metavar="FILE", help="Tokens, one per line; re-read when the file changes."),
+    ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option("--allow-origin", metavar="ORIGIN", help="Allowed browser Origin (repeatable; exact match)."),
+    ] = None,
+    max_clients: Annotated[
+        int | None, typer.Option("--max-clients", metavar="N", min=1, help="Refuse clients beyond N.")
+    ] = None,
+    tls_cert: Annotated[
+        Path | None, typer.Option("--tls-cert", metavar="FILE", help="TLS certificate (PEM) for wss://.")
+    ] = None,
+    tls_key: Annotated[Path | None, typer.Option("--tls-key", metavar="FILE", help="TLS private key (PEM).")] = None,
 ) -> None:
     """Stream the log to authenticated WebSocket clients at /stream.
 
@@ -821,8 +975,16 @@ def serve(
         raise UsageError("--tls-cert and --tls-key go together")
     log = _state(ctx).log()
     tokens = server.Tokens(log.dir, token, token_file)
-    signum = server.run(log, host=host, port=port, tokens=tokens, origins=list(allow_origin or []),
-                        max_clients=max_clients, tls_cert=tls_cert, tls_key=tls_key)
+    signum = server.run(
+        log,
+        host=host,
+        port=port,
+        tokens=tokens,
+        origins=list(allow_origin or []),
+        max_clients=max_clients,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+    )
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 
 
@@ -830,18 +992,20 @@ def serve(
 def subscribe(
     ctx: typer.Context,
     url: Annotated[str, typer.Argument(help="The server's stream, e.g. ws://127.0.0.1:8765/stream.")],
-    token: Annotated[str | None, typer.Option("--token", metavar="TOKEN", help="The token (default: EVLOG_TOKEN, else DIR/.serve-token).")]
-        = None,
-    from_: Annotated[str | None, typer.Option("--from", metavar="OFFSET|beginning|end", help="Where to start (default: end).")]
-        = None,
+    token: Annotated[
+        str | None,
+        typer.Option("--token", metavar="TOKEN", help="The token (default: EVLOG_TOKEN, else DIR/.serve-token)."),
+    ] = None,
+    from_: Annotated[
+        str | None, typer.Option("--from", metavar="OFFSET|beginning|end", help="Where to start (default: end).")
+    ] = None,
     type_: TypeOpt = None,
     key: KeyOpt = None,
     subject: SubjectOpt = None,
     source: SourceOpt = None,
     where: WhereOpt = None,
     format: FormatOpt = None,
-    no_reconnect: Annotated[bool, typer.Option("--no-reconnect", help="Exit when the connection ends.")]
-        = False,
+    no_reconnect: Annotated[bool, typer.Option("--no-reconnect", help="Exit when the connection ends.")] = False,
 ) -> None:
     """Print events from an `evlog serve` endpoint like `read`; reconnects and resumes.
 
@@ -852,13 +1016,15 @@ def subscribe(
     if from_ is not None and from_ not in ("beginning", "end") and not from_.isdigit():
         raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
     secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), _state(ctx).dir)
-    code = sub.subscribe(url, secret, from_, _filter(type_, key, subject, source, where), _format(format),
-                         reconnect=not no_reconnect)
+    code = sub.subscribe(
+        url, secret, from_, _filter(type_, key, subject, source, where), _format(format), reconnect=not no_reconnect
+    )
     if code:
         raise typer.Exit(code)
 
 
 # -- info / verify -------------------------------------------------------------------------
+
 
 @app.command()
 def info(
@@ -881,9 +1047,10 @@ def info(
 @app.command()
 def verify(
     ctx: typer.Context,
-    repair: Annotated[bool, typer.Option(
-        "--repair", help="Rebuild indexes, cut an incomplete last record, quarantine damaged records.")]
-        = False,
+    repair: Annotated[
+        bool,
+        typer.Option("--repair", help="Rebuild indexes, cut an incomplete last record, quarantine damaged records."),
+    ] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Check every record's checksum, offset and time order, and the index files (exit 0 clean, 5 corrupt).
@@ -906,6 +1073,7 @@ def verify(
 
 
 # -- the entry point -----------------------------------------------------------------------
+
 
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv

@@ -172,8 +172,8 @@ class _Compaction:
 
     def run(self) -> Result:
         segs = self.log.segments()
-        infos = [self._describe(s, i == len(segs) - 1) for i, s in enumerate(segs)]
-        infos = [i for i in infos if i is not None]
+        described = [self._describe(s, i == len(segs) - 1) for i, s in enumerate(segs)]
+        infos = [i for i in described if i is not None]
         before = Stats(len(infos), sum(i.count for i in infos), sum(i.files_size for i in infos))
         result = Result(before, Stats(), dry_run=self.dry_run)
         if not infos:

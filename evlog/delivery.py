@@ -481,9 +481,9 @@ def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], comma
             report.succeeded.append(entry["dlq_id"])
         else:
             report.failed.append(entry["dlq_id"])
-            updates[entry["dlq_id"]] = {"attempts": attempts, "exit_code": outcome.exit_code,
-                                        "error": outcome.error, "stderr": outcome.stderr_tail.decode("utf-8", "replace"),
-                                        "command": argv}
+            updates[entry["dlq_id"]] = {
+                "attempts": attempts, "exit_code": outcome.exit_code, "error": outcome.error,
+                "stderr": outcome.stderr_tail.decode("utf-8", "replace"), "command": argv}
     done = set(report.succeeded)
 
     def change(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:

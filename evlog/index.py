@@ -37,17 +37,17 @@ class Entries(Sequence[tuple[int, ...]]):
 
     def __init__(self, data: bytes, entry: struct.Struct) -> None:
         self.data, self.entry = data, entry
-        self.count = (len(data) - HEADER.size) // entry.size
+        self.n = (len(data) - HEADER.size) // entry.size
 
     def __len__(self) -> int:
-        return self.count
+        return self.n
 
     def __getitem__(self, i):  # type: ignore[override]
         if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(self.count))]
+            return [self[j] for j in range(*i.indices(self.n))]
         if i < 0:
-            i += self.count
-        if not 0 <= i < self.count:
+            i += self.n
+        if not 0 <= i < self.n:
             raise IndexError(i)
         return self.entry.unpack_from(self.data, HEADER.size + i * self.entry.size)
 

@@ -12,10 +12,10 @@ import os
 import struct
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import IO
 
 import msgspec
-from pathlib import Path
 
 from evlog.errors import InvalidEvent, InvalidLine
 from evlog.event import Validator
@@ -115,7 +115,7 @@ def read_batch(fd: int, validator: Validator, spool: Spool) -> Spool:
                 continue
             except (InvalidEvent, msgspec.MsgspecError):
                 pass  # a blank or bad line in this group: go line by line
-        items = []
+        items: list[bytes] = []
         add = items.append
         for line in group:
             number += 1

@@ -36,7 +36,7 @@ import msgspec
 from evlog import index as idx
 from evlog import settings as settings_mod
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
-from evlog.framing import Codec, codec_for, corruption, classify
+from evlog.framing import Codec, classify, codec_for, corruption
 from evlog.segment import Segment
 from evlog.settings import Settings
 from evlog.units import format_time, now_us, time_to_us
@@ -511,7 +511,7 @@ class Writer:
         try:
             for run in _runs(items, APPEND_RUN):
                 if _ID_MARK in map(_first_byte, run):  # caller's ids: check each against the window
-                    frames = []
+                    frames: list[bytes] = []
                     for item in run:
                         if item[0] == _ID_MARK:
                             id_, rest = split_item(item)

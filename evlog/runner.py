@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 STDERR_KEEP = 4096
 KILL_GRACE = 2.0        # seconds between SIGTERM and SIGKILL of a timed-out handler
@@ -85,8 +86,8 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
     assert proc.stdin and proc.stdout and proc.stderr
     sel = selectors.DefaultSelector()
     pending = memoryview(stdin)
-    for f in (proc.stdin, proc.stdout, proc.stderr):
-        os.set_blocking(f.fileno(), False)
+    for pipe in (proc.stdin, proc.stdout, proc.stderr):
+        os.set_blocking(pipe.fileno(), False)
     if pending:
         sel.register(proc.stdin, selectors.EVENT_WRITE)
     else:
@@ -109,20 +110,20 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
             if deadline is not None:
                 wait = min(wait, max(0.0, deadline - now))
             for key, _ in sel.select(wait):
-                f = key.fileobj
+                f: Any = key.fileobj
                 if f is proc.stdin:
                     try:
-                        pending = pending[os.write(f.fileno(), pending):]  # type: ignore[union-attr]
+                        pending = pending[os.write(f.fileno(), pending):] 
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:
                         pending = memoryview(b"")  # the handler does not read its input: fine
                     if not pending:
                         sel.unregister(f)
-                        f.close()  # type: ignore[union-attr]
+                        f.close() 
                     continue
                 try:
-                    chunk = os.read(f.fileno(), 65536)  # type: ignore[union-attr]
+                    chunk = os.read(f.fileno(), 65536) 
                 except BlockingIOError:
                     continue
                 if not chunk:
@@ -142,9 +143,9 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
                 _kill_group(proc)
     finally:
         sel.close()
-        for f in (proc.stdin, proc.stdout, proc.stderr):
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
             try:
-                f.close()
+                pipe.close()
             except OSError:
                 pass
     seconds = time.monotonic() - started

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import os
 import re
 import secrets
@@ -30,7 +31,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -374,7 +374,7 @@ class StreamServer:
             while True:
                 batch = await client.queue.get()
                 if not batch:
-                    raise ConnectionClosed(client.ws.close_rcvd, client.ws.close_sent)
+                    return  # the connection closed while we waited
                 client.queued -= len(batch)
                 await self._send(client, batch)
         finally:
@@ -409,8 +409,6 @@ def run(log: Log, *, host: str, port: int, tokens: Tokens, origins: list[str], m
 
 async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[str], max_clients: int | None,
                  tls_cert: Path | None, tls_key: Path | None) -> int:
-    import logging
-
     loop = asyncio.get_running_loop()
     app = StreamServer(log, tokens, origins, max_clients)
     app.hub = Hub(log, loop, app.metrics)
@@ -451,22 +449,14 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     diag.info(f"clients authenticate with {tokens.where}")
     await stopped.wait()
     app.hub.stop.set()
-    for client in list(app.hub.clients):
-        app.metrics.disconnects["shutdown"] += 1
+    app.metrics.disconnects["shutdown"] += len(app.hub.clients)
     server.close(close_connections=True)  # open connections are closed with 1001 (going away)
     await server.wait_closed()
     return received[0] if received else signal.SIGTERM
 
 
-class _DiagHandler:
+class _DiagHandler(logging.Handler):
     """websockets' own errors, as evlog diagnostics: one line, no traceback, no token."""
 
-    level = 0
-
-    def handle(self, record: Any) -> None:
+    def emit(self, record: logging.LogRecord) -> None:
         diag.error(redact(record.getMessage()))
-
-    def __getattr__(self, name: str) -> Any:
-        import logging
-
-        return getattr(logging.Handler(), name)
