@@ -525,11 +525,11 @@ class Writer:
                             recent[id_] = offset + len(frames)
                             frames.append(frame_with_id(offset + len(frames), id_, time_str, rest))
                         else:
-                            frames.append(generated(offset + len(frames), item))
+                            frames += generated(offset + len(frames), [item])
                         if first_item_offset is None:
                             first_item_offset = offset
                 else:
-                    frames = [generated(o, item) for o, item in zip(itertools.count(offset), run)]
+                    frames = generated(offset, run)
                     if first_item_offset is None:
                         first_item_offset = offset
                 if frames:

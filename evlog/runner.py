@@ -113,17 +113,17 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
                 f: Any = key.fileobj
                 if f is proc.stdin:
                     try:
-                        pending = pending[os.write(f.fileno(), pending):] 
+                        pending = pending[os.write(f.fileno(), pending):]
                     except BlockingIOError:
                         continue
                     except BrokenPipeError:
                         pending = memoryview(b"")  # the handler does not read its input: fine
                     if not pending:
                         sel.unregister(f)
-                        f.close() 
+                        f.close()
                     continue
                 try:
-                    chunk = os.read(f.fileno(), 65536) 
+                    chunk = os.read(f.fileno(), 65536)
                 except BlockingIOError:
                     continue
                 if not chunk:
