@@ -31,14 +31,9 @@ def _registry(log: Log) -> Registry:
 # -- groups ----------------------------------------------------------------------------------
 
 def group_rows(log: Log) -> list[dict[str, Any]]:
-    groups = _groups(log)
-    end = log.next_offset()
-    rows = []
-    for name in groups.names():
-        position = groups.get(name)
-        if position is not None:
-            rows.append({"name": name, "position": position, "lag": max(0, end - position)})
-    return rows
+    from evlog.stats import group_rows as rows
+
+    return rows(log)
 
 
 def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, to_end: bool,

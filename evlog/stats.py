@@ -47,10 +47,30 @@ def info(log: Log) -> dict[str, Any]:
         "bytes": size,
         "oldest_time": oldest,
         "newest_time": newest,
-        "groups": [],
-        "hooks": 0,
+        "groups": group_rows(log, None if last_offset is None else last_offset + 1),
+        "hooks": _hooks(log),
         "dead_letters": _count_lines(log.dir / "dead-letter.jsonl"),
     }
+
+
+def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
+    """Each group's position (the next offset it will be given) and lag."""
+    from evlog.groups import Groups
+
+    groups = Groups(log.dir)
+    end = end if end is not None else log.next_offset()
+    rows = []
+    for name in groups.names():
+        position = groups.get(name)
+        if position is not None:
+            rows.append({"name": name, "position": position, "lag": max(0, end - position)})
+    return rows
+
+
+def _hooks(log: Log) -> int:
+    from evlog.hooks import Registry
+
+    return len(Registry(log.dir).load())
 
 
 def _count_lines(path: os.PathLike[str]) -> int:
