@@ -26,7 +26,7 @@ def _validator(log: Log, source: str | None) -> Validator:
     return Validator(log.codec, log.settings.max_event_bytes, source or DEFAULT_SOURCE)
 
 
-def payload(fields: list[str], data: str | None) -> bytes:
+def payload(fields: list[str], data: str | None) -> msgspec.Raw:
     """The data of one event as compact JSON, from FIELD items or --data."""
     if data is not None and fields:
         raise UsageError("give either FIELD items or --data, not both")
@@ -44,11 +44,11 @@ def payload(fields: list[str], data: str | None) -> bytes:
         else:
             text = data.encode()
         try:
-            return msgspec.json.encode(msgspec.json.decode(text))
+            return msgspec.Raw(msgspec.json.encode(msgspec.json.decode(text)))
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"--data is not valid JSON: {e}") from None
     if not fields:
-        return b"null"
+        return msgspec.Raw(b"null")
     obj: dict[str, object] = {}
     for item in fields:
         eq = item.find("=")
@@ -62,10 +62,10 @@ def payload(fields: list[str], data: str | None) -> bytes:
                 raise InvalidEvent(f"FIELD {name}: not valid JSON: {e}") from None
         else:
             obj[item[:eq]] = item[eq + 1:]
-    return msgspec.json.encode(obj)
+    return msgspec.Raw(msgspec.json.encode(obj))
 
 
-def one(directory: Path, type_: str, data: bytes, *, key: str | None, subject: str | None,
+def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
         source: str | None, id_: str | None) -> tuple[Log, int]:
     """Append one event; returns the log and its offset (the earlier one for a known --id)."""
     from evlog.event import type_problem

@@ -89,6 +89,8 @@ class Validator:
             if problem:
                 raise InvalidEvent(problem)
         try:
+            if not isinstance(data_json, msgspec.Raw):  # bytes from a caller: one compact line of JSON
+                data_json = _json_encode(msgspec.json.decode(data_json))
             rest = self.rest(type_, source or self.default_source, subject, key, data_json)
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"data is not valid JSON: {e}") from None
@@ -122,7 +124,7 @@ class Validator:
                 add(self.from_line(line))
                 continue
             rest = b'"type":%b,"source":%b,"subject":%b,"key":%b,"data":%b' % (
-                t, default_source if source is None else encode(source),
+                t, default_source if not source else encode(source),
                 b"null" if subject is None else encode(subject), b"null" if key is None else encode(key), ev.data)
             if len(rest) > limit:
                 add(self.from_line(line))

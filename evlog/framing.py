@@ -317,10 +317,16 @@ class MsgpackCodec(Codec):
         return None
 
     def guess_offset(self, data: bytes) -> int | None:
-        try:
-            return int(_mp_peek(data[10:]).offset)
-        except (msgspec.DecodeError, ValueError):
+        """The offset at the start of a payload (array header 0x98, then a msgpack uint)."""
+        if len(data) < 12 or data[10] != 0x98:
             return None
+        tag = data[11]
+        if tag < 0x80:
+            return tag
+        widths = {0xCC: 1, 0xCD: 2, 0xCE: 4, 0xCF: 8}
+        if tag in widths and len(data) >= 12 + widths[tag]:
+            return int.from_bytes(data[12:12 + widths[tag]], "big")
+        return None
 
 
 CODECS: dict[str, Codec] = {"jsonl": JsonlCodec(), "msgpack": MsgpackCodec()}
@@ -394,9 +400,14 @@ def classify(codec: Codec, fd: int, bad: int, size: int) -> int | None:
     return None if found is None else bad + found
 
 
-def corruption(codec: Codec, segment: str, fd: int, bad: int, previous_offset: int | None) -> CorruptionError:
+def corruption(codec: Codec, segment: str, fd: int, bad: int, previous_offset: int | None,
+               base: int | None = None) -> CorruptionError:
+    """The error for a bad frame: its offset as the frame claims it, else the one after the
+    previous record, else (the first record of a segment) the segment's base offset."""
     head = os.pread(fd, 64, bad)
     offset = codec.guess_offset(head)
     if offset is None and previous_offset is not None:
         offset = previous_offset + 1
+    if offset is None and bad == 0:
+        offset = base
     return CorruptionError(segment, bad, offset, "checksum mismatch or damaged frame")

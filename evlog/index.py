@@ -18,8 +18,11 @@ segment. Rebuilt files are written to a temporary name, fsynced, renamed.
 
 from __future__ import annotations
 
+import array
+import operator
 import os
 import struct
+import sys
 from bisect import bisect_right
 from collections.abc import Sequence
 from pathlib import Path
@@ -72,19 +75,37 @@ def load(path: Path, magic: bytes, base: int, entry: struct.Struct) -> Entries |
     return Entries(data, entry)
 
 
-def well_formed(offsets: Entries, times: Entries, size: int) -> bool:
-    """Whole-file consistency: entries increase, start at position 0, stay inside the segment."""
-    if len(offsets) != len(times) or not len(offsets):
-        return len(offsets) == len(times) == 0 and size == 0
-    prev_off = prev_pos = prev_ord = prev_time = -1
-    for (off, pos, ordinal), (t, toff) in zip(offsets, times, strict=True):
-        if (toff != off or off <= prev_off or pos <= prev_pos or ordinal <= prev_ord
-                or t < prev_time or pos >= size or ordinal - prev_ord > off - prev_off):
-            return False
-        if prev_off == -1 and (pos != 0 or ordinal != 0):
-            return False
-        prev_off, prev_pos, prev_ord, prev_time = off, pos, ordinal, t
-    return True
+def well_formed(offsets: Entries, times: Entries, size: int, base: int = 0) -> bool:
+    """Whole-file consistency, checked in C-speed passes: entries increase, the first is the
+    segment's first record (position 0, ordinal 0), positions lie inside the segment, the time
+    index names the same offsets, times never decrease."""
+    n = len(offsets)
+    if n != len(times):
+        return False
+    if n == 0:
+        return size == 0
+    o = _columns(offsets.data, 3, n)
+    t = _columns(times.data, 2, n, signed_first=True)
+    off, pos, ordinal = o[0::3], o[1::3], o[2::3]
+    stamps, toff = t[0::2], t[1::2]
+    return (pos[0] == 0 and ordinal[0] == 0 and off[0] >= base and pos[-1] < size
+            and toff == off
+            and all(map(operator.lt, off, off[1:])) and all(map(operator.lt, pos, pos[1:]))
+            and all(map(operator.lt, ordinal, ordinal[1:]))
+            and all(map(operator.le, stamps, stamps[1:]))
+            and all(map(operator.le, map(operator.sub, ordinal[1:], ordinal),
+                        map(operator.sub, off[1:], off))))
+
+
+def _columns(data: bytes, width: int, n: int, signed_first: bool = False) -> list[int]:
+    """The entries' numbers, in file order, as one flat list."""
+    arr = array.array("Q", data[HEADER.size:HEADER.size + n * width * 8])
+    if sys.byteorder != "little":
+        arr.byteswap()
+    values = arr.tolist()
+    if signed_first:  # the time index's first column is signed
+        values[0::width] = [v - (1 << 64) if v >= 1 << 63 else v for v in values[0::width]]
+    return values
 
 
 def header(magic: bytes, base: int) -> bytes:

@@ -263,7 +263,7 @@ class Reader:
         if is_last and classify(self.codec, fd, bad, size) is None:
             return
         prev_offset = self.codec.offset(prev) if prev is not None else None  # type: ignore[attr-defined]
-        raise corruption(self.codec, seg.name, fd, bad, prev_offset)
+        raise corruption(self.codec, seg.name, fd, bad, prev_offset, seg.base)
 
     def _may_write(self, i: int) -> bool:
         """Readers rewrite a damaged index only for sealed segments; the writer owns the active one."""
@@ -291,9 +291,16 @@ class Reader:
         finally:
             os.close(fd)
 
-    def _reverse_chunks(self) -> Iterator[tuple[int, list[tuple[int, bytes]]]]:
-        """(segment number, frames of one index chunk), from the end of the log backwards."""
+    def _reverse_chunks(self) -> Iterator[tuple[int, int, list[tuple[int, bytes]], CorruptionError | None]]:
+        """(segment number, chunk position, frames of one index chunk, the damage that ended the
+        chunk early or None), from the end of the log backwards.
+
+        Each chunk must begin with the record its index entry names; when one
+        does not, the index is wrong (not the data): it is rebuilt and the
+        segment walked again.
+        """
         segs = self.segments
+        offset_of = self.codec.offset  # type: ignore[attr-defined]
         for i in range(len(segs) - 1, -1, -1):
             seg = segs[i]
             try:
@@ -301,24 +308,49 @@ class Reader:
             except FileNotFoundError:
                 continue
             try:
-                starts = seg.chunk_starts(fd, self._may_write(i))
-                stops = starts[1:] + [None]
-                for j in range(len(starts) - 1, -1, -1):
-                    reader = seg.frames(fd, starts[j], stops[j])
-                    frames = list(reader)
-                    if reader.bad is not None:
-                        self._bad(seg, fd, reader.bad, i == len(segs) - 1 and stops[j] is None,
-                                  frames[-1][1] if frames else None)
-                    yield i, frames
+                yield from self._segment_chunks(i, seg, fd, offset_of, i == len(segs) - 1)
             finally:
                 os.close(fd)
 
+    def _segment_chunks(self, i: int, seg: Segment, fd: int, offset_of: Callable[[bytes], int],
+                        is_last: bool) -> Iterator[tuple[int, int, list[tuple[int, bytes]], CorruptionError | None]]:
+        starts = seg.chunk_starts(fd, self._may_write(i))
+        below: int | None = None  # chunks from here to the end were yielded already
+        for attempt in range(2):
+            stops: list[int | None] = [pos for _, pos in starts[1:]]
+            stops.append(below)
+            for j in range(len(starts) - 1, -1, -1):
+                first_offset, pos = starts[j]
+                reader = seg.frames(fd, pos, stops[j])
+                frames = list(reader)
+                if attempt == 0 and pos and (not frames or offset_of(frames[0][1]) != first_offset):
+                    break  # the entry does not name the record it points at: a wrong index
+                damage = None
+                if reader.bad is not None:
+                    try:
+                        self._bad(seg, fd, reader.bad, is_last and stops[j] is None,
+                                  frames[-1][1] if frames else None)
+                    except CorruptionError as e:
+                        damage = e
+                yield i, pos, frames, damage
+                below = pos
+            else:
+                return
+            rebuilt, _ = seg.rebuild_index(fd, self._may_write(i))
+            starts = [(e[0], e[1]) for e in rebuilt if below is None or e[1] < below] or [(seg.base, 0)]
+
     def _last_start(self, n: int) -> tuple[int, int]:
-        """Where the n-th last record starts (the log's start when it holds fewer)."""
+        """Where the n-th last record starts (the log's start when it holds fewer).
+
+        When damage lies within the last n records, reading starts at the damaged
+        chunk, so the records before the damage are printed before the error.
+        """
         if n <= 0:
             return len(self.segments), 0
         need = n
-        for i, frames in self._reverse_chunks():
+        for i, pos, frames, damage in self._reverse_chunks():
+            if damage is not None:
+                return i, pos
             if len(frames) >= need:
                 return i, frames[len(frames) - need][0]
             need -= len(frames)
@@ -329,7 +361,9 @@ class Reader:
         end: int | None = None
         got: list[list[bytes]] = []
         have = 0
-        for _, frames in self._reverse_chunks():
+        for _, _, frames, damage in self._reverse_chunks():
+            if damage is not None:
+                raise damage
             if end is None and frames:
                 end = self.codec.offset(frames[-1][1]) + 1  # type: ignore[attr-defined]
             if n <= 0:
@@ -376,7 +410,9 @@ class Writer:
         self.segment: Segment | None = None
         self.dirty = False
         self.recent_ids: dict[str, int] | None = None
+        self._created: list[Segment] = []
         self._open_active()
+        self._created = []  # a segment this writer opened with is not undone by a failed append
 
     # -- state -------------------------------------------------------------------------
 
@@ -404,6 +440,9 @@ class Writer:
         self.last_entry_pos = tail.last_entry_pos
         self.index_fd = os.open(seg.index_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
         self.time_fd = os.open(seg.time_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+        # New entries go right after the whole ones: cut a torn entry (a writer killed mid-write).
+        os.ftruncate(self.index_fd, idx.HEADER.size + tail.indexed * idx.OFFSET_ENTRY.size)
+        os.ftruncate(self.time_fd, idx.HEADER.size + tail.indexed * idx.TIME_ENTRY.size)
         if tail.new_entries:
             off, tim = seg.encode_entries(tail.new_entries)
             os.write(self.index_fd, off)
@@ -446,9 +485,11 @@ class Writer:
     def _create_segment(self, base: int) -> None:
         log = self.log
         seg = Segment(log.segments_dir, base, self.codec, self.interval)
+        self._created.append(seg)  # from here on a failure removes it again
         try:
             fd = os.open(seg.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
         except FileExistsError:
+            self._created.remove(seg)  # not ours to remove
             fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
             if os.fstat(fd).st_size:
                 os.close(fd)
@@ -501,7 +542,7 @@ class Writer:
         frame_with_id = self.codec.frame
         split_item = self.codec.split_item
         start_state = (self.segment, self.end, self.count, self.next_offset)
-        self._created: list[Segment] = []
+        self._created = []
         self._buf: list[bytes] = []
         self._index_buf: list[tuple[int, int, int, int]] = []
         self._buffered = 0
@@ -560,7 +601,6 @@ class Writer:
                     self._flush()
                     self._seal()
                     self._create_segment(offset + i)
-                    self._created.append(self.segment)  # type: ignore[arg-type]
                 self._put_run([frame], offset + i, t_us)
             return
         self._put_run(frames, offset, t_us, starts)

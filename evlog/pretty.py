@@ -16,7 +16,8 @@ TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bri
 
 
 class PrettyRenderer:
-    """offset  time  type  key  data — the data shortened to fit the line."""
+    """offset  time  type  key  [subject]  data — aligned columns sized to the terminal;
+    the data is compact JSON, cut with an ellipsis to fit the line."""
 
     def __init__(self, codec: Codec | None, width: int | None = None, color: bool | None = None) -> None:
         self.codec = codec
@@ -24,7 +25,12 @@ class PrettyRenderer:
         self.buffer = io.StringIO()
         self.console = Console(file=self.buffer, width=self.width, force_terminal=color,
                                no_color=color is False, highlight=False, soft_wrap=True)
-        self.type_width = 12
+        wide = self.width >= 120
+        self.full_time = self.width >= 100
+        self.type_width = 28 if wide else 20
+        self.key_width = 20 if wide else 12
+        self.subject_width = 20 if wide else 0
+        self.offset_width = 7
 
     def render(self, frame: bytes) -> bytes:
         assert self.codec is not None
@@ -32,19 +38,18 @@ class PrettyRenderer:
 
     def render_record(self, rec: Record) -> bytes:
         data = "" if rec.data is None else _encode(rec.data).decode()
-        self.type_width = min(32, max(self.type_width, len(rec.type)))
+        self.offset_width = max(self.offset_width, len(str(rec.offset)))
+        when = rec.time[:10] + " " + rec.time[11:23] if self.full_time else rec.time[5:10] + " " + rec.time[11:19]
         line = Text(no_wrap=True, overflow="ellipsis")
-        line.append(f"{rec.offset:>8} ", style="dim")
-        line.append(rec.time[:10] + " ", style="dim")
-        line.append(rec.time[11:23] + " ", style="bright_black")
+        line.append(f"{rec.offset:>{self.offset_width}} ", style="dim")
+        line.append(when + " ", style="bright_black")
         line.append(_fit(rec.type, self.type_width).ljust(self.type_width) + " ",
-                    style="bold " + TYPE_STYLES[hash(rec.type.split(".")[0]) % len(TYPE_STYLES)])
-        if rec.key is not None:
-            line.append(_fit(rec.key, 24) + " ", style="yellow")
-        if rec.subject is not None:
-            line.append(_fit(rec.subject, 24) + " ", style="italic")
-        room = max(10, self.width - len(line.plain) - 1)
-        line.append(_fit(data, room), style="default")
+                    style="bold " + TYPE_STYLES[sum(rec.type.split(".")[0].encode()) % len(TYPE_STYLES)])
+        line.append(_fit(rec.key or "", self.key_width).ljust(self.key_width) + " ", style="yellow")
+        if self.subject_width:
+            line.append(_fit(rec.subject or "", self.subject_width).ljust(self.subject_width) + " ", style="italic")
+        room = max(8, self.width - len(line.plain) - 1)
+        line.append(_fit(data, room))
         self.console.print(line)
         out = self.buffer.getvalue()
         self.buffer.seek(0)

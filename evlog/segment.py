@@ -29,6 +29,7 @@ class Tail(msgspec.Struct):
     last_time: str | None
     last_entry_pos: int | None    # position of the record of the last index entry
     new_entries: list[tuple[int, int, int, int]] = msgspec.field(default_factory=list)  # offset, pos, ordinal, time
+    indexed: int = 0              # whole entries in the index files as read (past them: a torn entry)
 
 
 class Segment:
@@ -100,75 +101,82 @@ class Segment:
     def entry_ok(self, fd: int, entry: tuple[int, ...], time_us: int | None = None) -> bool:
         """Whether the record at the entry's position is whole and has its offset (and time)."""
         offset, pos = entry[0], entry[1]
+        if not 0 <= pos < os.fstat(fd).st_size:
+            return False
         frame = self.first_frame(fd, pos)
         if frame is None:
             return False
         off, _, t = self.codec.head(frame)
         return off == offset and (time_us is None or time_to_us(t) == time_us)
 
+    def index_problem(self, fd: int, loaded: tuple[Entries, Entries] | None) -> str | None:
+        """What is wrong with loaded index files: None, "missing", "damaged" or "stale"."""
+        if loaded is None:
+            return "missing"
+        offsets, times = loaded
+        size = os.fstat(fd).st_size
+        if not len(offsets) and not len(times):
+            last_pos = None
+        elif not index.well_formed(offsets, times, size, self.base) or not self.entry_ok(fd, offsets[-1]):
+            return "damaged"
+        else:
+            last_pos = offsets[-1][1]
+        # Stale: a record starts an interval or more past the last entry, yet has no entry.
+        start = 0 if last_pos is None else last_pos
+        due = 0 if last_pos is None else last_pos + self.interval
+        if size <= due:
+            return None
+        for pos, _ in self.frames(fd, start, chunk=VERIFY_CHUNK):
+            if pos >= due:
+                return "stale"
+        return None
+
     def index_for(self, fd: int, write: bool) -> tuple[Entries, Entries]:
-        """The index, loaded, or rebuilt when its header is wrong or its last entry is false."""
+        """The index files if they are sound (well formed, their entries true as far as checked,
+        not stale); else the index rebuilt from the segment, and rewritten when `write`."""
         loaded = self.load_index()
-        if loaded is not None:
-            offsets, times = loaded
-            if len(offsets) == 0:
-                if os.fstat(fd).st_size == 0:
-                    return loaded
-            elif self.entry_ok(fd, offsets[-1]):
-                return loaded
+        if self.index_problem(fd, loaded) is None:
+            assert loaded is not None
+            return loaded
         return self.rebuild_index(fd, write)
 
     # -- seeking -------------------------------------------------------------------
 
     def seek_offset(self, fd: int, target: int, write: bool) -> int:
         """Position of a record with offset <= target (or 0): reading on from it reaches target."""
-        for attempt in range(2):
-            offsets, _ = self.index_for(fd, write) if attempt else self._loaded_or_rebuilt(fd, write)
+        offsets, _ = self.index_for(fd, write)
+        i = offsets.floor(target)
+        if i >= 0 and not self.entry_ok(fd, offsets[i]):
+            offsets, _ = self.rebuild_index(fd, write)  # that entry was false
             i = offsets.floor(target)
-            if i < 0:
-                return 0
-            entry = offsets[i]
-            if self.entry_ok(fd, entry):
-                return entry[1]
-            self.rebuild_index(fd, write)
-        return 0
+        return offsets[i][1] if i >= 0 else 0
 
     def seek_time(self, fd: int, t_us: int, write: bool) -> int:
         """Position of a record with time < t_us (or 0): every record before it is older still."""
-        for attempt in range(2):
-            offsets, times = self.index_for(fd, write) if attempt else self._loaded_or_rebuilt(fd, write)
+        offsets, times = self.index_for(fd, write)
+        for rebuilt in (False, True):
             i = times.below(t_us)
             if i < 0:
                 return 0
             t, off = times[i]
             j = offsets.floor(off)
-            if j >= 0 and offsets[j][0] == off and self.entry_ok(fd, offsets[j], t):
+            if j >= 0 and offsets[j][0] == off and (rebuilt or self.entry_ok(fd, offsets[j], t)):
                 return offsets[j][1]
-            self.rebuild_index(fd, write)
+            offsets, times = self.rebuild_index(fd, write)  # that entry was false
         return 0
 
     def first_time_us(self, fd: int, write: bool) -> int | None:
         """Time of the first record, or None for an empty segment."""
-        loaded = self._loaded_or_rebuilt(fd, write)
-        offsets, times = loaded
+        offsets, times = self.index_for(fd, write)
         if len(times) and self.entry_ok(fd, offsets[0], times[0][0]):
             return times[0][0]
         frame = self.first_frame(fd, 0)
         return None if frame is None else time_to_us(self.codec.head(frame)[2])
 
-    def chunk_starts(self, fd: int, write: bool) -> list[int]:
-        """Record positions that split the segment into index-sized chunks, checked."""
-        offsets, _ = self._loaded_or_rebuilt(fd, write)
-        positions = [e[1] for e in offsets]
-        if positions and positions[0] == 0 and all(a < b for a, b in zip(positions, positions[1:], strict=False)) \
-                and all(self.entry_ok(fd, offsets[i]) for i in (0, len(offsets) - 1)):
-            return positions
-        offsets, _ = self.rebuild_index(fd, write)
-        return [e[1] for e in offsets] or [0]
-
-    def _loaded_or_rebuilt(self, fd: int, write: bool) -> tuple[Entries, Entries]:
-        loaded = self.load_index()
-        return loaded if loaded is not None else self.rebuild_index(fd, write)
+    def chunk_starts(self, fd: int, write: bool) -> list[tuple[int, int]]:
+        """(offset, position) of records that split the segment into index-sized chunks."""
+        offsets, _ = self.index_for(fd, write)
+        return [(e[0], e[1]) for e in offsets] or [(self.base, 0)]
 
     # -- the end -------------------------------------------------------------------
 
@@ -193,6 +201,6 @@ class Segment:
             last_frame = frame
             count += 1
         if last_frame is None:
-            return Tail(reader.end, reader.bad, count, None, None, last_entry_pos, new)
+            return Tail(reader.end, reader.bad, count, None, None, last_entry_pos, new, len(offsets))
         off, _, t = head(last_frame)
-        return Tail(reader.end, reader.bad, count, off, t, last_entry_pos, new)
+        return Tail(reader.end, reader.bad, count, off, t, last_entry_pos, new, len(offsets))

@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from evlog.errors import SettingsError
-from evlog.units import parse_duration_us, parse_size
+from evlog.units import format_duration_us, parse_duration_us, parse_size
 
 FORMATS = ("jsonl", "msgpack")
 FSYNC_MODES = ("always", "batch", "never")
@@ -43,7 +43,12 @@ class Settings(msgspec.Struct, frozen=True):
 
 
 def render(settings: Settings) -> str:
-    """The text of a new evlog.toml: every top-level setting, commented tables."""
+    """The text of evlog.toml for these settings; unset retention limits appear commented out."""
+    r, c = settings.retention, settings.compaction
+
+    def limit(name: str, value: str | None, example: str) -> str:
+        return f"{name} = {value}\n" if value is not None else f"# {name} = {example}\n"
+
     return (
         "# evlog settings (see `man evlog`). Sizes: bytes or 64MiB/512KiB; durations: 90s, 15m, 2h, 7d.\n"
         f'format = "{settings.format}"\n'
@@ -51,14 +56,16 @@ def render(settings: Settings) -> str:
         f"index_interval_bytes = {settings.index_interval_bytes}\n"
         f'fsync = "{settings.fsync}"\n'
         f"max_event_bytes = {settings.max_event_bytes}\n"
-        f'dedup_window = "{settings.dedup_window_us // 1_000_000}s"\n'
+        f'dedup_window = "{format_duration_us(settings.dedup_window_us)}"\n'
         "\n[retention]\n"
-        "# max_age = \"7d\"\n# max_bytes = \"10GiB\"\n# max_events = 1000000\n"
-        "\n[compaction]\n"
-        "keys = false\n"
-        'tombstone_retention = "24h"\n'
+        + limit("max_age", None if r.max_age_us is None else f'"{format_duration_us(r.max_age_us)}"', '"7d"')
+        + limit("max_bytes", None if r.max_bytes is None else str(r.max_bytes), '"10GiB"')
+        + limit("max_events", None if r.max_events is None else str(r.max_events), "1000000")
+        + "\n[compaction]\n"
+        f"keys = {'true' if c.keys else 'false'}\n"
+        f'tombstone_retention = "{format_duration_us(c.tombstone_retention_us)}"\n'
         "\n[dead_letter]\n"
-        "max_entries = 10000\n"
+        f"max_entries = {settings.dead_letter_max_entries}\n"
     )
 
 

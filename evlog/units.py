@@ -39,6 +39,15 @@ def parse_duration_us(text: str) -> int:
     return round(float(m.group(1)) * _DURATION_UNITS_US[m.group(2)])
 
 
+def format_duration_us(us: int) -> str:
+    """Microseconds as the largest whole unit that says them exactly (`90s`, `2h`, `250ms`)."""
+    for unit in ("d", "h", "m", "s", "ms"):
+        size = _DURATION_UNITS_US[unit]
+        if us % size == 0:
+            return f"{us // size}{unit}"
+    return f"{us / 1_000_000:g}s"
+
+
 def parse_duration(text: str) -> float:
     """A duration in seconds."""
     return parse_duration_us(text) / 1_000_000

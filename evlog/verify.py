@@ -98,6 +98,11 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
             index_ok = len(entries) == len(offsets) and len(times) == len(tindex)
         elif size:
             report.warnings.append(f"{seg.name}: index files missing or unreadable (they are rebuilt on use)")
+        state = seg.index_problem(fd, loaded) if loaded is not None else None
+        if state == "stale" and is_last:
+            report.warnings.append(f"{seg.name}: index files lag behind the records (a writer stopped between "
+                                   "the two; the next append catches up)")
+            state = None
         good: list[tuple[int, int]] = []
         bad: list[tuple[int, int, str]] = []
         torn = None
@@ -150,8 +155,12 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
             pos = nxt
         if loaded is not None and matched != len(entries):
             index_ok = False
-        if not index_ok and loaded is not None:
-            report.problems.append(Problem(seg.name, 0, None, "index files do not match the segment", "index"))
+        if state is not None:
+            index_ok = False
+        if not index_ok and loaded is not None and not bad:  # damaged records explain a mismatch already
+            why = {"damaged": "damaged", "stale": "stale (entries missing)"}.get(state or "",
+                                                                              "do not match the segment")
+            report.problems.append(Problem(seg.name, 0, None, f"index files {why}", "index"))
         return _SegmentScan(good, bad, torn, records, index_ok and loaded is not None, prev_offset, prev_time)
     finally:
         os.close(fd)
