@@ -21,7 +21,6 @@ import asyncio
 import hmac
 import logging
 import os
-import re
 import secrets
 import signal
 import threading
@@ -36,6 +35,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
+from websockets.protocol import State
 
 from evlog.diag import diag
 from evlog.errors import EvlogError, UsageError
@@ -43,16 +43,27 @@ from evlog.filters import Filter
 from evlog.log import Log
 from evlog.units import parse_time_us
 
-QUEUE_EVENTS = 10_000      # events buffered per live client before it is closed with 1013
-BACKLOG_CHUNK = 1_000
+RING_EVENTS = 20_000       # newest events kept in memory for all clients together
+RING_BYTES = 64 << 20      # ... and at most this many bytes of them
+RING_STEP = 1_000          # events taken at once, from the ring or from disk
+STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
+BACKLOG_CHUNK = RING_STEP
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
-_TOKEN_IN_QUERY = re.compile(r"(?i)(^|[?&])token=[^&]*")
 
 
 def redact(path: str) -> str:
-    """A request path safe to log: the value of `token=` replaced."""
-    return _TOKEN_IN_QUERY.sub(r"\1token=[redacted]", path)
+    """A request path safe to log: the value of every `token` parameter, however spelt, replaced."""
+    base, sep, query = path.partition("?")
+    if not sep:
+        return path
+    parts = []
+    for pair in query.split("&"):
+        name, eq, _ = pair.partition("=")
+        if urllib.parse.unquote_plus(name).strip().lower() == "token":
+            pair = f"{name}{eq}[redacted]"
+        parts.append(pair)
+    return base + "?" + "&".join(parts)
 
 
 class Tokens:
@@ -206,20 +217,31 @@ class _Client:
     def __init__(self, ws: ServerConnection, q: StreamQuery, log: Log) -> None:
         self.ws, self.q = ws, q
         self.match = q.filter.compile(log.codec)
-        self.queue: asyncio.Queue[list[tuple[int, bytes, bytes]]] = asyncio.Queue()
-        self.queued = 0
-        self.live = False
-        self.next_offset = 0
+        self.next_offset = 0          # the next offset it should see (set before each send)
+        self.wake = asyncio.Event()   # set when the hub has news, or the connection closed
+        self.progress_at = time.monotonic()
         self.lagging = False
 
 
+Entry = tuple[int, bytes, bytes]  # offset, frame, the record as JSON
+
+
 class Hub:
-    """Follows the log once for every client and fans new frames out."""
+    """Follows the log once for every client and keeps the newest frames in a bounded ring.
+
+    Clients read the ring at their own pace through their own cursor (an
+    offset); one that is behind the ring reads from disk instead. So a burst
+    larger than the ring costs nothing but disk reads, and memory stays the
+    ring's, whatever clients do. A client that does not take what is there
+    for STALL_SECONDS is closed with 1013.
+    """
 
     def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
         self.log, self.loop, self.metrics = log, loop, metrics
         self.clients: set[_Client] = set()
         self.next_offset = log.next_offset()
+        self.ring: list[Entry] = []
+        self.ring_bytes = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
 
@@ -234,24 +256,33 @@ class Hub:
         to_json = self.log.codec.json
         try:
             for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-                batch = [(offset_of(f), f, to_json(f)) for f in frames]
-                self.loop.call_soon_threadsafe(self._broadcast, batch)
-        except Exception as e:  # noqa: BLE001 - reported; clients keep their backlog path
+                for i in range(0, len(frames), RING_STEP):
+                    batch = [(offset_of(f), f, to_json(f)) for f in frames[i:i + RING_STEP]]
+                    self.loop.call_soon_threadsafe(self._publish, batch)
+        except Exception as e:  # noqa: BLE001 - reported; clients keep their disk path
             self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
 
-    def _broadcast(self, batch: list[tuple[int, bytes, bytes]]) -> None:
+    def _publish(self, batch: list[Entry]) -> None:
+        self.ring.extend(batch)
+        self.ring_bytes += sum(len(f) + len(j) for _, f, j in batch)
+        drop = 0
+        while len(self.ring) - drop > RING_EVENTS or (self.ring_bytes > RING_BYTES and len(self.ring) - drop > 1):
+            _, f, j = self.ring[drop]
+            self.ring_bytes -= len(f) + len(j)
+            drop += 1
+        if drop:
+            del self.ring[:drop]
         self.next_offset = batch[-1][0] + 1
-        for c in list(self.clients):
-            if not c.live or c.lagging:
-                continue
-            if c.queued + len(batch) > QUEUE_EVENTS:
-                c.lagging = True
-                self.metrics.disconnects["lagging"] += 1
-                reason = f"client too slow; resume from offset {c.next_offset}"
-                asyncio.ensure_future(c.ws.close(TRY_AGAIN_LATER, reason))
-                continue
-            c.queue.put_nowait(batch)
-            c.queued += len(batch)
+        for c in self.clients:
+            c.wake.set()
+
+    def from_ring(self, offset: int) -> list[Entry] | None:
+        """Entries from `offset` on (at most RING_STEP), or None when `offset` is older than the ring."""
+        ring = self.ring
+        if not ring or offset < ring[0][0]:
+            return None
+        i = offset - ring[0][0]  # live offsets are contiguous
+        return ring[i:i + RING_STEP]
 
 
 class StreamServer:
@@ -259,11 +290,13 @@ class StreamServer:
         self.log, self.tokens, self.origins, self.max_clients = log, tokens, origins, max_clients
         self.metrics = Metrics()
         self.hub: Hub | None = None
+        self.stopping = False
 
     # -- HTTP, before any upgrade ------------------------------------------------------------
 
     def _respond(self, conn: ServerConnection, status: int, body: str, content_type: str = "text/plain") -> Response:
         response = conn.respond(status, body)
+        del response.headers["Content-Type"]  # Headers keeps every value set: replace, don't add
         response.headers["Content-Type"] = f"{content_type}; charset=utf-8"
         if status == HTTPStatus.UNAUTHORIZED:
             response.headers["WWW-Authenticate"] = 'Bearer realm="evlog"'
@@ -318,20 +351,44 @@ class StreamServer:
         client = _Client(ws, ws.evlog_query, self.log)  # type: ignore[attr-defined]
         self.hub.clients.add(client)
         reason = "closed"
+        watchdog = asyncio.ensure_future(self._watch(client))
         try:
             client.next_offset = await asyncio.to_thread(self._start_offset, client.q)
-            await self._backlog(client)
-            await self._live(client)
+            await self._stream(client)
         except ConnectionClosed:
-            reason = "lagging" if client.lagging else "closed"
+            pass
         except Exception as e:  # noqa: BLE001 - one client's failure is logged, never a traceback
             reason = "error"
             diag.error(f"stream to {ws.remote_address[0] if ws.remote_address else '?'} failed: {e}")
             await ws.close(1011, "server error")
         finally:
+            watchdog.cancel()
             self.hub.clients.discard(client)
-            if reason != "lagging":
+            if self.stopping and not client.lagging:
+                reason = "shutdown"
+            if not client.lagging:  # a lagging client was counted when it was closed
                 self.metrics.disconnects[reason] += 1
+
+    async def _watch(self, client: _Client) -> None:
+        """Wake the stream when the connection closes; close it with 1013 when it stalls."""
+        assert self.hub is not None
+        closed = asyncio.ensure_future(client.ws.wait_closed())
+        try:
+            while True:
+                done, _ = await asyncio.wait({closed}, timeout=1.0)
+                if done:
+                    client.wake.set()
+                    return
+                behind = client.next_offset < self.hub.next_offset
+                if behind and time.monotonic() - client.progress_at > STALL_SECONDS:
+                    client.lagging = True
+                    self.metrics.disconnects["lagging"] += 1  # now: the close may wait for a stalled peer
+                    reason = f"client too slow; resume from offset {client.next_offset}"
+                    await client.ws.close(TRY_AGAIN_LATER, reason)
+                    client.wake.set()
+                    return
+        finally:
+            closed.cancel()
 
     def _start_offset(self, q: StreamQuery) -> int:
         assert self.hub is not None
@@ -344,7 +401,7 @@ class StreamServer:
             return self.log.codec.offset(first) if first is not None else self.hub.next_offset  # type: ignore
         return self.hub.next_offset
 
-    def _read_chunk(self, start: int) -> list[tuple[int, bytes, bytes]]:
+    def _read_chunk(self, start: int) -> list[Entry]:
         codec = self.log.codec
         out = []
         for frame in self.log.read(start=start):
@@ -353,45 +410,40 @@ class StreamServer:
                 break
         return out
 
-    async def _backlog(self, client: _Client) -> None:
-        assert self.hub is not None
+    async def _stream(self, client: _Client) -> None:
+        """Send events from the client's cursor on: from the ring when it holds them, else from disk."""
+        hub = self.hub
+        assert hub is not None
+        ws = client.ws
         while True:
-            chunk = await asyncio.to_thread(self._read_chunk, client.next_offset)
-            if chunk:
-                await self._send(client, chunk)
-                continue
-            if self.hub.next_offset <= client.next_offset:
-                client.live = True  # from here on the hub queues every new frame for us
+            if ws.state is not State.OPEN:
                 return
+            if client.next_offset >= hub.next_offset:
+                client.wake.clear()
+                if client.next_offset >= hub.next_offset:
+                    await client.wake.wait()
+                continue
+            batch = hub.from_ring(client.next_offset)
+            if batch is None:
+                batch = await asyncio.to_thread(self._read_chunk, client.next_offset)
+                if not batch:  # the hub has seen offsets the disk no longer holds (compacted): catch up
+                    client.next_offset = max(client.next_offset, hub.ring[0][0] if hub.ring else hub.next_offset)
+                    continue
+            await self._send(client, batch)
 
-    async def _live(self, client: _Client) -> None:
-        async def closed() -> None:
-            await client.ws.wait_closed()
-            client.queue.put_nowait([])  # wakes the loop below, which then finds the connection closed
-
-        watcher = asyncio.ensure_future(closed())
-        try:
-            while True:
-                batch = await client.queue.get()
-                if not batch:
-                    return  # the connection closed while we waited
-                client.queued -= len(batch)
-                await self._send(client, batch)
-        finally:
-            watcher.cancel()
-
-    async def _send(self, client: _Client, batch: list[tuple[int, bytes, bytes]]) -> None:
+    async def _send(self, client: _Client, batch: list[Entry]) -> None:
         match, ws = client.match, client.ws
         for offset, frame, as_json in batch:
             if offset < client.next_offset:
                 continue
+            client.next_offset = offset + 1  # before the send: a message being sent arrives before any close
             if match is None or match(frame):
                 if client.q.format == "json":
                     await ws.send(as_json, text=True)
                 else:
                     await ws.send(self._cloudevent(frame), text=True)
                 self.metrics.events_sent += 1
-            client.next_offset = offset + 1
+            client.progress_at = time.monotonic()
 
     def _cloudevent(self, frame: bytes) -> bytes:
         import msgspec
@@ -449,7 +501,7 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     diag.info(f"clients authenticate with {tokens.where}")
     await stopped.wait()
     app.hub.stop.set()
-    app.metrics.disconnects["shutdown"] += len(app.hub.clients)
+    app.stopping = True
     server.close(close_connections=True)  # open connections are closed with 1001 (going away)
     await server.wait_closed()
     return received[0] if received else signal.SIGTERM

@@ -1,0 +1,762 @@
+"""`evlog serve` and `evlog subscribe` (SPEC 6): the log streamed to authenticated WebSocket clients.
+
+Every test runs the real server as a subprocess on 127.0.0.1, port 0, with a private log
+directory, and talks to it with real clients over loopback.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import signal
+import stat
+import threading
+import urllib.parse
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import DEADLINE, TRACEBACK, Background, Evlog, Spawner, error_lines, segment_files, wait_until
+from server_helpers import (
+    TOKEN,
+    UPGRADE,
+    Clients,
+    Server,
+    batch_text,
+    offsets,
+    receive,
+    receive_until_closed,
+    start_server,
+)
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import ClientConnection
+
+from evlog.server import RING_EVENTS, STALL_SECONDS
+
+BURST = 30_000  # events in one burst: more than the server's ring holds
+
+CLIENTS = "evlog_clients_connected"
+SENT = "evlog_events_sent_total"
+LAST = "evlog_last_offset"
+
+
+def disconnects(reason: str) -> str:
+    return f'evlog_disconnects_total{{reason="{reason}"}}'
+
+
+@pytest.fixture
+def clients(spawn: Spawner) -> Iterator[Clients]:
+    """WebSocket clients, closed at teardown (before the server, which `spawn` kills after)."""
+    c = Clients()
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+@pytest.fixture
+def server(cli: Evlog, spawn: Spawner) -> Server:
+    """A server on an empty log, with the token given by --token."""
+    cli.ok("init")
+    return start_server(spawn)
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def q(**params: object) -> str:
+    """A query string; list values repeat the parameter."""
+    pairs: list[tuple[str, str]] = []
+    for k, v in params.items():
+        name = "from" if k == "from_" else k
+        for item in v if isinstance(v, list) else [v]:
+            pairs.append((name, str(item)))
+    return urllib.parse.urlencode(pairs)
+
+
+def stop_server(server: Server, sig: int = signal.SIGTERM) -> int:
+    server.proc.signal(sig)
+    return server.proc.wait(DEADLINE)
+
+
+# -- authentication ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("headers, query", [
+    ({}, ""),
+    (bearer("wrong-token"), ""),
+    ({}, "token=wrong-token"),
+    (bearer(""), ""),
+    ({"Authorization": "Basic " + base64.b64encode(f"user:{TOKEN}".encode()).decode()}, ""),
+    ({}, "token="),
+], ids=["no-credentials", "wrong-bearer", "wrong-query-token", "empty-bearer", "basic-scheme", "empty-query-token"])
+def test_stream_without_valid_credentials_is_401_and_not_upgraded(server: Server, headers: dict[str, str],
+                                                                   query: str) -> None:
+    """Missing or wrong credentials on /stream get HTTP 401 and no WebSocket upgrade."""
+    r = server.get("/stream" + (f"?{query}" if query else ""), {**UPGRADE, **headers})
+    assert r.status == 401, r
+    assert not r.header_values("Upgrade") and not r.header_values("Sec-WebSocket-Accept"), r.headers
+
+
+def test_a_websocket_client_with_a_wrong_token_is_refused_with_401(server: Server, clients: Clients) -> None:
+    """A real WebSocket client presenting a wrong token fails its handshake with HTTP 401."""
+    for how in ("header", "query"):
+        with pytest.raises(InvalidStatus) as e:
+            clients.connect(server, token="not-the-token", how=how)
+        assert e.value.response.status_code == 401
+
+
+@pytest.mark.parametrize("how", ["header", "query"])
+def test_the_token_is_accepted_in_the_header_or_the_query(cli: Evlog, server: Server, clients: Clients,
+                                                          how: str) -> None:
+    """`Authorization: Bearer TOKEN` and `?token=TOKEN` both open the stream."""
+    cli.ok("append", "hello", "n:=1")
+    ws = clients.connect(server, q(from_="beginning"), how=how)
+    [message] = receive(ws, 1)
+    assert json.loads(message)["type"] == "hello"
+
+
+def test_health_answers_200_without_credentials(server: Server) -> None:
+    """GET /health is 200 {"status": "ok"} with no credentials."""
+    r = server.get("/health")
+    assert r.status == 200
+    assert json.loads(r.body) == {"status": "ok"}
+
+
+def test_metrics_need_credentials(server: Server) -> None:
+    """GET /metrics is 401 without credentials or with a wrong token, 200 with the token."""
+    assert server.get("/metrics").status == 401
+    assert server.get("/metrics", bearer("wrong")).status == 401
+    assert server.get("/metrics?token=wrong").status == 401
+    assert server.get("/metrics", bearer(TOKEN)).status == 200
+    assert server.get(f"/metrics?token={TOKEN}").status == 200
+
+
+def test_metrics_report_clients_events_sent_disconnects_and_last_offset(cli: Evlog, server: Server,
+                                                                        clients: Clients) -> None:
+    """/metrics is Prometheus text: clients connected, events sent, disconnects by reason, last offset."""
+    r = server.get("/metrics", bearer(TOKEN))
+    assert r.status == 200
+    assert any(v.startswith("text/plain") for v in r.header_values("Content-Type")), r.headers
+    m = server.metrics()
+    assert m[CLIENTS] == 0 and m[SENT] == 0
+    assert any(k.startswith("evlog_disconnects_total{reason=") for k in m), m
+
+    cli.batch([{"type": "m", "data": i} for i in range(3)])
+    a = clients.connect(server, q(from_="beginning"))
+    b = clients.connect(server, q(from_="beginning"), how="query")
+    assert offsets(receive(a, 3)) == [0, 1, 2]
+    assert offsets(receive(b, 3)) == [0, 1, 2]
+    server.wait_metric(CLIENTS, 2)
+    server.wait_metric(SENT, 6)
+    server.wait_metric(LAST, 2)
+
+    cli.ok("append", "m", "n:=4")
+    assert offsets(receive(a, 1)) == [3]
+    assert offsets(receive(b, 1)) == [3]
+    server.wait_metric(LAST, 3)
+    server.wait_metric(SENT, 8)
+
+
+def test_a_client_that_closes_is_counted_as_closed_and_logs_no_error(cli: Evlog, server: Server,
+                                                                     clients: Clients) -> None:
+    """A client that says goodbye normally is a `closed` disconnect, not an `error`, and no error is logged."""
+    ws = clients.connect(server)
+    server.wait_metric(CLIENTS, 1)
+    cli.ok("append", "x")
+    receive(ws, 1)
+    ws.close()
+    server.wait_metric(CLIENTS, 0)
+    m = server.metrics()
+    assert (m[disconnects("closed")], m[disconnects("error")]) == (1, 0), m
+    assert stop_server(server) == 143
+    assert error_lines(server.proc.stderr()) == [], server.proc.stderr()
+
+
+def test_http_responses_carry_one_content_type(server: Server) -> None:
+    """/health is JSON and /metrics is Prometheus text, each with a single Content-Type header."""
+    health = server.get("/health")
+    assert [v.split(";")[0] for v in health.header_values("Content-Type")] == ["application/json"], health.headers
+    metrics = server.get("/metrics", bearer(TOKEN))
+    assert [v.split(";")[0] for v in metrics.header_values("Content-Type")] == ["text/plain"], metrics.headers
+
+
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_token_never_appears_in_the_servers_log(cli: Evlog, spawn: Spawner, clients: Clients,
+                                                    log_format: str) -> None:
+    """Requests carrying the token in the query are logged with the token redacted, in text and JSON logs."""
+    cli.ok("init")
+    server = start_server(spawn, "--log-format", log_format, "serve")
+    clients.connect(server, how="query")
+    clients.connect(server, q(from_="beginning"), how="query").close()
+    assert server.get(f"/metrics?token={TOKEN}").status == 200
+    assert server.get(f"/health?token={TOKEN}").status == 200
+    assert server.get(f"/nowhere?token={TOKEN}").status == 404
+    assert server.get(f"/stream?from=banana&token={TOKEN}", UPGRADE).status == 400
+    assert server.get(f"/stream?token={TOKEN}&token={TOKEN}", UPGRADE).status == 101
+    assert stop_server(server) == 143
+    err = server.proc.stderr()
+    assert "/metrics" in err and "/nowhere" in err, f"requests are not logged at all: {err!r}"
+    assert TOKEN not in err, err
+    if log_format == "json":
+        for line in err.splitlines():
+            obj = json.loads(line)
+            assert {"ts", "level", "msg"} <= set(obj), line
+
+
+def test_a_percent_encoded_token_parameter_is_not_logged_either(cli: Evlog, server: Server) -> None:
+    """`?tok%65n=TOKEN` is the same query parameter as `?token=TOKEN`: its value is not logged."""
+    r = server.get(f"/stream?tok%65n={TOKEN}", UPGRADE)
+    assert r.status in (101, 401)
+    assert stop_server(server) == 143
+    assert TOKEN not in server.proc.stderr(), server.proc.stderr()
+
+
+def test_a_client_message_larger_than_a_few_kib_is_refused(server: Server, clients: Clients) -> None:
+    """A client sending a 64 KiB message is disconnected with 1009 (message too big)."""
+    ws = clients.connect(server)
+    ws.send("x" * 65536)
+    _, closed = receive_until_closed(ws)
+    assert closed.rcvd is not None and closed.rcvd.code == 1009, closed
+
+
+# -- origins -----------------------------------------------------------------------------------
+
+def test_allowed_origins_match_exactly_and_others_get_403(cli: Evlog, spawn: Spawner, clients: Clients) -> None:
+    """With --allow-origin, listed origins and requests without Origin connect; any other Origin is 403."""
+    cli.ok("init")
+    server = start_server(spawn, "serve", "--allow-origin", "https://app.example",
+                          "--allow-origin", "https://ops.example:8443")
+    for origin in ("https://app.example", "https://ops.example:8443"):
+        clients.connect(server, headers={"Origin": origin})
+    clients.connect(server)  # no Origin header: not a browser
+    for origin in ("https://evil.example", "http://app.example", "https://app.example.evil.test",
+                   "https://app.example:443", "https://ops.example", "null"):
+        r = server.get("/stream", {**UPGRADE, **bearer(TOKEN), "Origin": origin})
+        assert r.status == 403, (origin, r)
+        assert not r.header_values("Sec-WebSocket-Accept")
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server, headers={"Origin": "https://evil.example"})
+    assert e.value.response.status_code == 403
+
+
+def test_without_allow_origin_any_origin_connects(server: Server, clients: Clients) -> None:
+    """Without --allow-origin, the Origin header is not checked."""
+    clients.connect(server, headers={"Origin": "https://anything.example"})
+
+
+# -- bad parameters ----------------------------------------------------------------------------
+
+BAD_QUERIES = [
+    "from=banana",
+    "from=-1",
+    "from=",
+    "last=abc",
+    "last=-3",
+    "format=xml",
+    "since=bad",
+    "where=" + urllib.parse.quote("data.n >"),
+    "where=" + urllib.parse.quote("(type == 'a'"),
+    "where=" + urllib.parse.quote('type matches "("'),
+    "type=" + urllib.parse.quote("order.>.x"),
+    "from=1&last=2",
+    "from=1&since=2026-01-01",
+    "since=1h&last=3",
+    "from=1&from=2",
+    "colour=red",
+]
+
+
+def test_bad_query_parameters_are_400_with_a_reason_and_no_upgrade(server: Server) -> None:
+    """Each invalid /stream parameter gets HTTP 400 with a non-empty reason, and no upgrade."""
+    for query in BAD_QUERIES:
+        r = server.get(f"/stream?{query}", {**UPGRADE, **bearer(TOKEN)})
+        assert r.status == 400, (query, r)
+        assert r.body.strip(), f"{query}: empty reason"
+        assert not r.header_values("Sec-WebSocket-Accept"), query
+    assert server.get("/health").status == 200
+
+
+def test_a_client_sees_the_reason_for_a_400(server: Server, clients: Clients) -> None:
+    """A WebSocket client's handshake fails with 400 and the reason in the body."""
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server, "format=xml")
+    assert e.value.response.status_code == 400
+    assert b"format" in bytes(e.value.response.body or b"")
+
+
+# -- the stream --------------------------------------------------------------------------------
+
+def test_backlog_then_live_in_order_across_segment_rolls_while_other_processes_append(
+        cli: Evlog, spawn: Spawner, clients: Clients, tmp_path: Path) -> None:
+    """Clients get the backlog then live events, in offset order, with no gaps or duplicates, across
+    segment rolls, while one process appends a batch and others append one event at a time."""
+    cli.ok("init", "--segment-bytes", "1KiB")
+    backlog, bulk_n, singles_n = 150, 600, 25
+    cli.batch([{"type": "old", "key": f"k{i % 3}", "data": {"i": i}} for i in range(backlog)])
+    server = start_server(spawn)
+    early = clients.connect(server, q(from_="beginning"))
+    live_only = clients.connect(server)
+    server.wait_metric(CLIENTS, 2)
+
+    bulk_file = tmp_path / "bulk.jsonl"
+    bulk_file.write_text(batch_text([{"type": "bulk", "key": f"k{i % 7}", "data": {"i": i, "pad": "p" * 40}}
+                                     for i in range(bulk_n)]))
+    results: list[int] = []
+
+    def one_at_a_time() -> None:
+        for i in range(singles_n):
+            results.append(cli("append", "single", f"i:={i}").rc)
+
+    singles = threading.Thread(target=one_at_a_time)
+    with bulk_file.open("rb") as stdin:
+        bulk = spawn("append", "--batch", stdin=stdin)
+        singles.start()
+        # Clients that join while both writers are at work.
+        wait_until(lambda: len(results) >= 3)
+        middle = clients.connect(server, q(from_="beginning"))
+        resumed = clients.connect(server, q(from_=100))
+        singles.join(120)
+        assert bulk.wait(60) == 0, bulk.stderr()
+    assert results == [0] * singles_n
+
+    total = backlog + bulk_n + singles_n
+    lines = cli.ok("read", "--format", "json").splitlines()
+    assert [json.loads(line)["offset"] for line in lines] == list(range(total))
+    assert len(segment_files(cli.dir)) > 20, "the log did not roll its segments"
+    assert receive(early, total) == lines
+    assert receive(middle, total) == lines
+    assert receive(resumed, total - 100) == lines[100:]
+    got = offsets(receive(live_only, total - backlog))
+    assert got == list(range(backlog, total))
+
+    cli.ok("append", "sentinel")  # the next message after everything is the new event: no duplicates
+    for ws in (early, middle, resumed, live_only):
+        assert offsets(receive(ws, 1)) == [total]
+
+
+FILTER_EVENTS = [
+    {"type": "order.created", "key": "k1", "data": {"n": 1}},
+    {"type": "order.created.v2", "key": "k1", "data": {"n": 5}},
+    {"type": "order.paid", "key": "k2", "data": {"n": 7}},
+    {"type": "user.signup", "key": "k1", "data": {"n": 9}},
+    {"type": "user.profile.updated", "key": "k1", "data": {"n": 3}},
+    {"type": "user", "key": None, "data": {"n": 8}},
+    {"type": "payment.done", "key": "k1", "data": {"n": 6}},
+    {"type": "order.cancelled", "data": None},
+]
+SENTINEL = {"type": "order.zzz", "key": "k1", "data": {"n": 100}}  # matches every filter below
+
+
+@pytest.mark.parametrize("params, flags", [
+    ({"type": ["order.*", "user.>"]}, ["--type", "order.*", "--type", "user.>"]),
+    ({"key": "k1"}, ["--key", "k1"]),
+    ({"where": 'data.n > 4 and type matches "^order"'}, ["--where", 'data.n > 4 and type matches "^order"']),
+    ({"type": "order.>", "key": "k1", "where": "data.n >= 5"},
+     ["--type", "order.>", "--key", "k1", "--where", "data.n >= 5"]),
+], ids=["type-patterns", "key", "where", "all-together"])
+def test_filters_select_the_same_events_as_read(cli: Evlog, server: Server, clients: Clients,
+                                                params: dict[str, object], flags: list[str]) -> None:
+    """Stream filters (type patterns, key, where) select, from backlog and live, exactly what `read` does."""
+    cli.batch(FILTER_EVENTS)
+    ws = clients.connect(server, q(from_="beginning", **params))
+    server.wait_metric(CLIENTS, 1)
+    cli.batch(FILTER_EVENTS)
+    cli.batch([SENTINEL])
+    expected = cli.ok("read", "--format", "json", *flags).splitlines()
+    assert 3 <= len(expected) < 2 * len(FILTER_EVENTS)
+    assert receive(ws, len(expected)) == expected
+
+
+def test_format_cloudevents_sends_what_read_prints(cli: Evlog, server: Server, clients: Clients) -> None:
+    """`format=cloudevents` sends each event as `read --format cloudevents` prints it."""
+    cli.batch([{"type": "order.created", "key": "k", "subject": "s", "data": {"a": [1, 2]}},
+               {"type": "plain", "data": None}])
+    ws = clients.connect(server, q(from_="beginning", format="cloudevents"))
+    cli.ok("append", "later", "x=y", "--key", "k2")
+    expected = cli.ok("read", "--format", "cloudevents").splitlines()
+    got = receive(ws, 3)
+    assert got == expected
+    first = json.loads(got[0])
+    assert first["specversion"] == "1.0" and first["sequence"] == "0" and first["partitionkey"] == "k"
+
+
+def test_from_end_is_the_default_and_gets_only_new_events(cli: Evlog, server: Server, clients: Clients) -> None:
+    """Without `from`, a client gets only the events appended after it connected."""
+    cli.batch([{"type": "before"} for _ in range(5)])
+    server.wait_metric(LAST, 4)
+    ws = clients.connect(server)
+    server.wait_metric(CLIENTS, 1)
+    cli.batch([{"type": "after", "data": i} for i in range(3)])
+    got = [json.loads(m) for m in receive(ws, 3)]
+    assert [(r["offset"], r["type"]) for r in got] == [(5, "after"), (6, "after"), (7, "after")]
+
+
+def test_from_last_and_since_choose_where_the_stream_starts(cli: Evlog, server: Server, clients: Clients) -> None:
+    """`from=N` resumes at N, `last=N` starts N events from the end, `since=T` at the first event at or after T;
+    each then carries on live."""
+    cli.batch([{"type": "t", "data": i} for i in range(6)])
+    cli.batch([{"type": "t", "data": i} for i in range(6, 10)])  # a later append: a later time
+    time6 = cli.records("--from", 6, "--limit", 1)[0]["time"]
+    assert cli.records("--from", 5, "--limit", 1)[0]["time"] < time6
+    resumed = clients.connect(server, q(from_=3))
+    last = clients.connect(server, q(last=2))
+    since = clients.connect(server, q(since=time6))
+    beginning = clients.connect(server, q(from_="beginning"))
+    assert offsets(receive(resumed, 7)) == list(range(3, 10))
+    assert offsets(receive(last, 2)) == [8, 9]
+    assert offsets(receive(since, 4)) == [6, 7, 8, 9]
+    assert offsets(receive(beginning, 10)) == list(range(10))
+    cli.ok("append", "t", "n:=10")
+    for ws in (resumed, last, since, beginning):
+        assert offsets(receive(ws, 1)) == [10]
+
+
+# -- slow clients and memory -------------------------------------------------------------------
+
+def burst_events(first: int, n: int, pad: int) -> list[dict[str, object]]:
+    return [{"type": "burst", "data": {"i": i, "pad": "x" * pad}} for i in range(first, first + n)]
+
+
+def check_closed_for_lagging(messages: list[str], closed: ConnectionClosed, start: int) -> None:
+    """The stalled client got a gap-free prefix, then 1013 with a reason naming where to resume."""
+    got = offsets(messages)
+    assert got == list(range(start, start + len(got)))
+    rcvd = closed.rcvd
+    assert rcvd is not None and rcvd.code == 1013, closed
+    m = re.search(r"offset (\d+)", rcvd.reason)
+    assert m, rcvd.reason
+    assert int(m.group(1)) <= (got[-1] + 1 if got else start), "resuming there would skip events"
+
+
+def test_a_stalled_client_is_closed_with_1013_and_healthy_clients_get_every_event(
+        cli: Evlog, spawn: Spawner, clients: Clients) -> None:
+    """A client that stops reading is closed with 1013 once it has taken nothing for STALL_SECONDS, healthy
+    clients beside it get every event, and the server's memory does not grow with what the stalled clients miss."""
+    cli.ok("init")
+    server = start_server(spawn)
+    assert BURST > RING_EVENTS
+    burst, step, pad = BURST, BURST // 12, 2048
+    healthy = [clients.reader(clients.connect(server), expect=2 * burst, timeout=240) for _ in range(2)]
+    stalled = clients.stalled(server)
+    server.wait_metric(CLIENTS, 3)
+
+    def burst_from(first: int, stalled: ClientConnection, lagging: int) -> tuple[list[str], ConnectionClosed]:
+        """Append `burst` events a step at a time; drain the stalled client as soon as it has been dropped."""
+        drained = None
+        for start in range(first, first + burst, step):
+            cli.batch(burst_events(start, step, pad))
+            for r in healthy:
+                r.wait(start + step)
+            if drained is None and server.metrics()[disconnects("lagging")] >= lagging:
+                drained = receive_until_closed(stalled, timeout=60)
+        if drained is None:
+            server.wait_metric(disconnects("lagging"), lagging, timeout=STALL_SECONDS + 20)
+            drained = receive_until_closed(stalled, timeout=60)
+        return drained
+
+    messages, closed = burst_from(0, stalled, 1)
+    check_closed_for_lagging(messages, closed, 0)
+    rss_first = server.rss_kib()
+
+    stalled = clients.stalled(server)
+    server.wait_metric(CLIENTS, 3)
+    messages, closed = burst_from(burst, stalled, 2)
+    check_closed_for_lagging(messages, closed, burst)
+    rss_second = server.rss_kib()
+
+    for r in healthy:
+        r.wait(2 * burst)
+        assert r.offsets == list(range(2 * burst))
+        assert r.closed is None and r.error is None
+    m = server.metrics()
+    assert (m[disconnects("lagging")], m[disconnects("closed")], m[disconnects("error")]) == (2, 0, 0), m
+    # Memory is the shared ring's, whatever the stalled clients miss: a second burst adds nothing.
+    assert rss_second - rss_first < 100 * 1024, f"RSS grew from {rss_first} KiB to {rss_second} KiB"
+
+
+def test_the_1013_reason_names_the_offset_after_the_last_event_delivered(cli: Evlog, server: Server,
+                                                                         clients: Clients) -> None:
+    """Resuming from the offset named in a 1013 close gives the next event: nothing skipped, nothing twice."""
+    stalled = clients.stalled(server)
+    server.wait_metric(CLIENTS, 1)
+    step = BURST // 4
+    for start in range(0, BURST, step):
+        cli.batch(burst_events(start, step, 1024))
+    server.wait_metric(disconnects("lagging"), 1, timeout=STALL_SECONDS + 20)
+    messages, closed = receive_until_closed(stalled, timeout=60)
+    check_closed_for_lagging(messages, closed, 0)
+    assert closed.rcvd is not None
+    reason = closed.rcvd.reason
+    resume = re.search(r"offset (\d+)", reason)
+    assert resume, reason
+    again = clients.connect(server, q(from_=resume.group(1)))
+    assert offsets(receive(again, 1)) == [offsets(messages)[-1] + 1], f"close reason: {reason!r}"
+
+
+def test_a_client_that_keeps_up_gets_every_event_of_one_batch_larger_than_its_queue(
+        cli: Evlog, server: Server, clients: Clients) -> None:
+    """A reading client is not dropped because one `append --batch` brought more events than the server's ring."""
+    reader = clients.reader(clients.connect(server), expect=3 * RING_EVENTS, timeout=60)
+    server.wait_metric(CLIENTS, 1)
+    cli.batch([{"type": "big", "data": i} for i in range(3 * RING_EVENTS)])
+    reader.wait(3 * RING_EVENTS)
+    assert reader.offsets == list(range(3 * RING_EVENTS))
+
+
+# -- limits and tokens -------------------------------------------------------------------------
+
+def test_max_clients_refuses_the_next_handshake(cli: Evlog, spawn: Spawner, clients: Clients) -> None:
+    """With --max-clients 2, a third handshake gets an HTTP error; once one leaves, a new client fits."""
+    cli.ok("init")
+    server = start_server(spawn, "serve", "--max-clients", 2)
+    first = clients.connect(server)
+    clients.connect(server, how="query")
+    server.wait_metric(CLIENTS, 2)
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server)
+    assert e.value.response.status_code >= 400 and e.value.response.status_code != 401
+    r = server.get("/stream", {**UPGRADE, **bearer(TOKEN)})
+    assert r.status >= 400 and not r.header_values("Sec-WebSocket-Accept")
+    first.close()
+    server.wait_metric(CLIENTS, 1)
+    clients.connect(server)
+    server.wait_metric(CLIENTS, 2)
+
+
+def test_max_clients_holds_when_many_handshake_at_once(cli: Evlog, spawn: Spawner, clients: Clients) -> None:
+    """With --max-clients 2, eight simultaneous handshakes let in at most two clients."""
+    cli.ok("init")
+    server = start_server(spawn, "serve", "--max-clients", 2)
+    accepted: list[int] = []
+    refused: list[int] = []
+    together = threading.Barrier(8, timeout=DEADLINE)
+
+    def one() -> None:
+        together.wait()
+        try:
+            clients.connect(server)
+            accepted.append(1)
+        except InvalidStatus as e:
+            refused.append(e.response.status_code)
+
+    threads = [threading.Thread(target=one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(2 * DEADLINE)
+    assert len(accepted) + len(refused) == 8
+    assert len(accepted) <= 2, f"{len(accepted)} clients let in"
+    assert all(status >= 400 and status != 401 for status in refused), refused
+
+
+@pytest.mark.parametrize("rewrite", ["in-place", "rename"])
+def test_a_rewritten_token_file_takes_effect(cli: Evlog, spawn: Spawner, clients: Clients, tmp_path: Path,
+                                             rewrite: str) -> None:
+    """--token-file is re-read when it changes: the new token works and the old one is refused."""
+    cli.ok("init")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("old-token-0001\n")
+    server = start_server(spawn, "serve", "--token-file", tokens, token=None)
+    assert server.get("/metrics", bearer("old-token-0001")).status == 200
+    assert server.get("/metrics", bearer("new-token-0002")).status == 401
+    if rewrite == "in-place":
+        tokens.write_text("new-token-0002\n")
+    else:
+        (tmp_path / "tokens.tmp").write_text("new-token-0002\n")
+        os.replace(tmp_path / "tokens.tmp", tokens)
+    wait_until(lambda: server.get("/metrics", bearer("new-token-0002")).status == 200,
+               message="the new token is not accepted")
+    assert server.get("/metrics", bearer("old-token-0001")).status == 401
+    clients.connect(server, token="new-token-0002")
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server, token="old-token-0001", how="query")
+    assert e.value.response.status_code == 401
+    assert "token-000" not in server.proc.stderr()
+
+
+def test_a_token_file_holds_one_token_per_line(cli: Evlog, spawn: Spawner, tmp_path: Path) -> None:
+    """Every line of --token-file is an accepted token; blank lines are not."""
+    cli.ok("init")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("alpha-token\n\n  beta-token  \n")
+    server = start_server(spawn, "serve", "--token-file", tokens, token=None)
+    assert server.get("/metrics", bearer("alpha-token")).status == 200
+    assert server.get("/metrics", bearer("beta-token")).status == 200
+    assert server.get("/metrics", bearer("gamma-token")).status == 401
+    assert server.get("/metrics?token=").status == 401
+
+
+def test_without_a_token_one_is_generated_into_dir_serve_token_mode_0600(cli: Evlog, spawn: Spawner) -> None:
+    """With no token given, serve stores a generated one in DIR/.serve-token (mode 0600), says where, never
+    prints it, and uses the same one next time."""
+    cli.ok("init")
+    server = start_server(spawn, token=None)
+    path = cli.dir / ".serve-token"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    token = path.read_text().strip()
+    assert len(token) >= 16
+    assert server.get("/metrics", bearer(token)).status == 200
+    assert server.get("/metrics", bearer(token[:-1])).status == 401
+    assert ".serve-token" in server.proc.stderr()
+    assert stop_server(server) == 143
+    assert token not in server.proc.stderr()
+
+    again = start_server(spawn, token=None)
+    assert path.read_text().strip() == token
+    assert again.get("/metrics", bearer(token)).status == 200
+
+
+def test_evlog_token_is_used_when_set(cli: Evlog, spawn: Spawner) -> None:
+    """EVLOG_TOKEN is the token when set: it is accepted, others are not, and no token file is made."""
+    cli.ok("init")
+    secret = "token-from-the-environment-77"
+    server = start_server(spawn, token=None, env={**cli.env, "EVLOG_TOKEN": secret})
+    assert server.get("/metrics", bearer(secret)).status == 200
+    assert server.get("/metrics", bearer(TOKEN)).status == 401
+    assert not (cli.dir / ".serve-token").exists()
+    assert stop_server(server) == 143
+    assert secret not in server.proc.stderr()
+
+
+# -- stopping ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_closes_clients_with_1001_and_exits_with_its_code(cli: Evlog, server: Server, clients: Clients,
+                                                                   sig: int, code: int) -> None:
+    """SIGTERM (143) or SIGINT (130) closes every connection with 1001 (going away), without a traceback."""
+    connected = [clients.connect(server), clients.connect(server, q(from_="beginning"), how="query")]
+    server.wait_metric(CLIENTS, 2)
+    cli.ok("append", "x")
+    for ws in connected:
+        receive(ws, 1)
+    assert stop_server(server, sig) == code
+    for ws in connected:
+        _, closed = receive_until_closed(ws)
+        assert closed.rcvd is not None and closed.rcvd.code == 1001, closed
+    assert TRACEBACK not in server.proc.stderr()
+    assert error_lines(server.proc.stderr()) == [], server.proc.stderr()
+
+
+# -- subscribe ---------------------------------------------------------------------------------
+
+SUBSCRIBE_EVENTS = [
+    {"type": "order.created", "key": "cust-1", "subject": "o-1", "data": {"sku": "A1", "count": 3}},
+    {"type": "order.paid", "key": "cust-1", "data": {"amount": 12.5, "items": [{"sku": "A1"}], "ok": True}},
+    {"type": "user.signup", "data": {"name": "Zoë", "quote": "say \"hi\"\n", "big": 12345678901234567890}},
+    {"type": "note", "data": None},
+    {"type": "user.deleted", "key": "cust-2", "data": [1, "two", None, False, -0.25]},
+]
+
+
+def subscriber(spawn: Spawner, server: Server, *args: object, env: dict[str, str] | None = None,
+               token: str | None = TOKEN) -> Background:
+    tok = ["--token", token] if token is not None else []
+    return spawn("subscribe", server.url, *tok, *args, env=env)
+
+
+@pytest.mark.parametrize("fmt", ["json", "cloudevents", "data", "pretty"])
+def test_subscribe_prints_events_like_read(cli: Evlog, spawn: Spawner, server: Server, fmt: str) -> None:
+    """`subscribe --format F` prints the backlog and then live events exactly as `read --format F` does."""
+    cli.batch(SUBSCRIBE_EVENTS)
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", fmt)
+    n = len(SUBSCRIBE_EVENTS)
+    sub.wait_lines(n)
+    cli.batch(SUBSCRIBE_EVENTS)
+    sub.wait_lines(2 * n)
+    expected = cli.ok("read", "--format", fmt)
+    if fmt == "data":  # the same JSON values; read passes stored bytes through, so spacing may differ
+        assert [json.loads(line) for line in sub.lines()] == [json.loads(line) for line in expected.splitlines()]
+    else:
+        assert "\n".join(sub.lines()) + "\n" == expected
+
+
+def test_subscribe_applies_filters(cli: Evlog, spawn: Spawner, server: Server) -> None:
+    """`subscribe` with --type, --key and --where prints what `read` with the same filters prints."""
+    flags = ["--type", "order.*", "--type", "user.>", "--key", "k1", "--where", "data.n > 2"]
+    cli.batch(FILTER_EVENTS)
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", "json", *flags)
+    cli.batch(FILTER_EVENTS)
+    cli.batch([SENTINEL])
+    expected = cli.ok("read", "--format", "json", *flags).splitlines()
+    assert 3 <= len(expected) < 2 * len(FILTER_EVENTS)
+    assert sub.wait_lines(len(expected)) == expected
+
+
+@pytest.mark.parametrize("source", ["option", "environment", "serve-token-file"])
+def test_subscribe_finds_its_token(cli: Evlog, spawn: Spawner, source: str) -> None:
+    """`subscribe` takes its token from --token, else EVLOG_TOKEN, else the local log's .serve-token."""
+    cli.ok("init")
+    cli.ok("append", "hello")
+    if source == "serve-token-file":
+        server = start_server(spawn, token=None)
+        sub = subscriber(spawn, server, "--from", "beginning", "--format", "json", token=None)
+    elif source == "environment":  # EVLOG_TOKEN wins over a stale .serve-token
+        server = start_server(spawn)
+        (cli.dir / ".serve-token").write_text("stale-token\n")
+        sub = subscriber(spawn, server, "--from", "beginning", "--format", "json", token=None,
+                         env={**cli.env, "EVLOG_TOKEN": TOKEN})
+    else:  # --token wins over EVLOG_TOKEN
+        server = start_server(spawn)
+        sub = subscriber(spawn, server, "--from", "beginning", "--format", "json",
+                         env={**cli.env, "EVLOG_TOKEN": "stale-token"})
+    [line] = sub.wait_lines(1)
+    assert json.loads(line)["type"] == "hello"
+
+
+def test_subscribe_with_a_wrong_token_fails_at_once(cli: Evlog, server: Server) -> None:
+    """A refused token is an error (exit 1) naming HTTP 401, not a reason to retry forever."""
+    r = cli("subscribe", server.url, "--token", "wrong-token", timeout=DEADLINE)
+    assert r.rc == 1, r
+    [line] = error_lines(r.err)
+    assert "401" in line
+
+
+def test_subscribe_reconnects_with_backoff_and_resumes_without_duplicates(cli: Evlog, spawn: Spawner,
+                                                                         server: Server) -> None:
+    """When the server restarts on the same port, subscribe retries with growing delays, then resumes after
+    the last offset it printed: every event once, in order."""
+    cli.batch([{"type": "a", "data": i} for i in range(5)])
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", "json")
+    sub.wait_lines(5)
+    assert stop_server(server) == 143
+
+    def delays() -> list[float]:
+        return [float(d) for d in re.findall(r"reconnecting in ([0-9.]+)s", sub.stderr())]
+
+    wait_until(lambda: len(delays()) >= 3, message=lambda: sub.stderr())
+    assert delays()[:3] == sorted(set(delays()[:3])), f"the delays do not grow: {delays()}"
+    cli.batch([{"type": "b", "data": i} for i in range(5)])  # while the server is down
+
+    start_server(spawn, port=server.port)
+    sub.wait_lines(10, timeout=2 * DEADLINE)
+    cli.batch([{"type": "c", "data": i} for i in range(5)])
+    lines = sub.wait_lines(15)
+    assert lines == cli.ok("read", "--format", "json").splitlines()
+    assert sub.poll() is None
+    assert TRACEBACK not in sub.stderr()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_subscribe_no_reconnect_exits_when_the_server_goes_away(cli: Evlog, spawn: Spawner, server: Server,
+                                                                sig: int) -> None:
+    """With --no-reconnect, subscribe exits once the server is gone, having printed what it got."""
+    cli.batch([{"type": "a", "data": i} for i in range(3)])
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", "json", "--no-reconnect")
+    sub.wait_lines(3)
+    server.proc.signal(sig)
+    rc = sub.wait(DEADLINE)
+    assert rc in (0, 1), sub.stderr()
+    assert TRACEBACK not in sub.stderr()
+    assert sub.lines() == cli.ok("read", "--format", "json").splitlines()
+
+
+def test_subscribe_no_reconnect_with_nothing_listening_fails(cli: Evlog, server: Server) -> None:
+    """With --no-reconnect and no server at the address, subscribe exits 1 with one error line."""
+    url = server.url
+    assert stop_server(server) == 143
+    r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect", timeout=DEADLINE)
+    assert r.rc == 1, r
+    assert len(error_lines(r.err)) == 1, r.err
