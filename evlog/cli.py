@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import enum
 import os
+import shlex
 import signal
 import sys
 from pathlib import Path
@@ -654,9 +655,11 @@ def hooks_list(
         return
     for r in rows:
         state = "paused" if r["paused"] else "active"
+        filters = " ".join(f"--{k.rstrip('s')} {shlex.quote(v)}" if isinstance(v, str) else
+                           " ".join(f"--type {shlex.quote(t)}" for t in v) for k, v in r["filters"].items())
         sys.stdout.write(
-            f"{r['name']}\t{state}\tposition {r['position']}\tlag {r['lag']}\t"
-            f"dead letters {r['dead_letters']}\t{' '.join(r['command'])}\n"
+            f"{r['name']}\t{state}\t{filters or 'all events'}\tposition {r['position']}\tlag {r['lag']}\t"
+            f"dead letters {r['dead_letters']}\t{shlex.join(r['command'])}\n"
         )
 
 

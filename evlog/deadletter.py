@@ -36,6 +36,7 @@ class DeadLetters:
     def __init__(self, log_dir: Path, max_entries: int, fsync: bool = True) -> None:
         self.path = log_dir / "dead-letter.jsonl"
         self.lock_path = log_dir / ".dead-letter.lock"
+        self.seq_path = log_dir / ".dead-letter.last-id"
         self.max_entries, self.fsync = max_entries, fsync
 
     @contextmanager
@@ -71,7 +72,7 @@ class DeadLetters:
             existing = self.entries()
             if len(existing) >= self.max_entries:
                 raise DeadLetterFull(self.path, self.max_entries)
-            dlq_id = max((e.get("dlq_id", 0) for e in existing), default=0) + 1
+            dlq_id = max(self._last_id(), max((e.get("dlq_id", 0) for e in existing), default=0)) + 1
             entry = {
                 "dlq_id": dlq_id, "failed_at": format_time(now_us()), "group": group, "hook": hook,
                 "command": command, "attempts": attempts, "exit_code": exit_code, "error": error,
@@ -85,7 +86,15 @@ class DeadLetters:
                     os.fsync(f.fileno())
             if created and self.fsync:
                 idx.fsync_dir(self.path.parent)
+            # Ids are never reused, even after a purge: the last one given out is kept aside.
+            idx.write_atomic(self.seq_path, b"%d\n" % dlq_id, self.fsync)
             return dlq_id
+
+    def _last_id(self) -> int:
+        try:
+            return int(self.seq_path.read_text().strip() or 0)
+        except (FileNotFoundError, ValueError):
+            return 0
 
     def rewrite(self, change: Callable[[list[dict[str, Any]]], list[dict[str, Any]]]) -> None:
         """Replace the entries with change(entries), atomically, under the lock."""

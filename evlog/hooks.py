@@ -77,8 +77,9 @@ class Registry:
         if not isinstance(tables, dict) or set(doc) - {"hooks"}:
             raise EvlogError(f"{self.path}: expected only [hooks.NAME] tables")
         hooks = {}
+        lines = text.splitlines()
         for name, table in tables.items():
-            where = f"{self.path}: hook {name!r}"
+            where = f"{self.path}: line {_line_of(lines, name)}: hook {name!r}"
             if not isinstance(table, dict):
                 raise EvlogError(f"{where}: must be a table")
             unknown = set(table) - set(_FIELDS)
@@ -88,7 +89,11 @@ class Registry:
                 hook = msgspec.convert({"name": name, **table}, Hook)
                 check_name(name, "hook")
                 parse_duration(hook.timeout)
-            except (msgspec.ValidationError, UsageError, ValueError) as e:
+            except msgspec.ValidationError as e:
+                field = str(e).rpartition("$.")[2].rstrip("`") if "$." in str(e) else ""
+                line = _line_of(lines, name, field) if field else _line_of(lines, name)
+                raise EvlogError(f"{self.path}: line {line}: hook {name!r}: {e}") from None
+            except (UsageError, ValueError) as e:
                 raise EvlogError(f"{where}: {e}") from None
             if not hook.command:
                 raise EvlogError(f"{where}: command must not be empty")
@@ -105,6 +110,22 @@ class Registry:
                     continue
                 parts.append(f"{field} = {_toml(value)}\n")
         idx.write_atomic(self.path, "".join(parts).encode(), self.fsync)
+
+
+def _line_of(lines: list[str], hook: str, key: str = "") -> int:
+    """The line of `[hooks.HOOK]` (or of KEY within it), counted from 1, for messages."""
+    header = next((i for i, line in enumerate(lines)
+                   if line.strip().replace(" ", "") in (f"[hooks.{hook}]", f'[hooks."{hook}"]')), None)
+    if header is None:
+        return 1
+    if key:
+        for i in range(header + 1, len(lines)):
+            stripped = lines[i].strip()
+            if stripped.startswith("["):
+                break
+            if stripped.split("=", 1)[0].strip() == key:
+                return i + 1
+    return header + 1
 
 
 def _toml(value: Any) -> str:

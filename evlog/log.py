@@ -224,10 +224,14 @@ class Reader:
                         skipping = False
                         chunk = chunk[lo:] if lo else chunk
                     if to is not None and offset_of(chunk[-1]) > to:
-                        yield chunk[:bisect.bisect_right(chunk, to, key=offset_of)]
+                        k = bisect.bisect_right(chunk, to, key=offset_of)
+                        self.next_offset = offset_of(chunk[k])  # the first record past the range
+                        yield chunk[:k]
                         return
                     if until is not None and time_of(chunk[-1]) >= until:
-                        yield chunk[:bisect.bisect_left(chunk, until, key=time_of)]
+                        k = bisect.bisect_left(chunk, until, key=time_of)
+                        self.next_offset = offset_of(chunk[k])
+                        yield chunk[:k]
                         return
                     yield chunk
                 if last_frame is not None:

@@ -1,0 +1,519 @@
+"""The dead-letter file, consumer groups, the hook registry and `evlog run` (SPEC 6 dlq, groups, hooks), end to end."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import Evlog, Result, Spawner, wait_until
+from handler_helpers import Recorder, python_script
+
+ENTRY_FIELDS = {"dlq_id", "failed_at", "group", "hook", "command", "attempts", "exit_code", "error", "stderr",
+                "event"}
+TIME_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+HOOK_ROW = {"name", "filters", "command", "position", "lag", "dead_letters", "paused"}
+
+
+def dead_letters(cli: Evlog, *filters: object) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in cli.ok("dlq", "list", "--json", *filters).splitlines()]
+
+
+def ids(entries: list[dict[str, Any]]) -> list[int]:
+    return [e["dlq_id"] for e in entries]
+
+
+def groups(cli: Evlog) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(cli.ok("groups", "list", "--json"))}
+
+
+def hooks(cli: Evlog) -> dict[str, dict[str, Any]]:
+    return {row["name"]: row for row in json.loads(cli.ok("hooks", "list", "--json"))}
+
+
+def replay(cli: Evlog, argv: list[str], *options: object) -> Result:
+    return cli("replay", *options, "--", *argv)
+
+
+def keyed_handler(tmp_path: Path, name: str = "h") -> Recorder:
+    """A handler that fails (exit 1) unless the file fixed/KEY exists; `fixed(key)` mends it for that key."""
+    fixed = tmp_path / "fixed"
+    fixed.mkdir(exist_ok=True)
+    return Recorder(tmp_path / name, exit_code=f"0 if os.path.exists(os.path.join({str(fixed)!r}, key or '')) else 1")
+
+
+def fix(tmp_path: Path, key: str) -> None:
+    (tmp_path / "fixed" / key).touch()
+
+
+def set_max_entries(cli: Evlog, n: int) -> None:
+    settings = cli.dir / "evlog.toml"
+    text, count = re.subn(r"(?m)^max_entries\s*=.*$", f"max_entries = {n}", settings.read_text())
+    if not count:
+        text += f"\n[dead_letter]\nmax_entries = {n}\n"
+    settings.write_text(text)
+
+
+# -- the dead-letter entry ---------------------------------------------------------------------------
+
+def test_a_dead_letter_entry_has_exactly_the_spec_fields(cli: Evlog, tmp_path: Path) -> None:
+    """An entry holds dlq_id, failed_at, group, hook, command, attempts, exit_code, error, stderr (tail) and the full
+    event record."""
+    cli.batch([{"type": "order.created", "key": "k1", "subject": "s", "source": "shop", "data": {"n": 1}},
+               {"type": "order.created", "key": "k2", "data": None}])
+    records = cli.records()
+    rec = Recorder(tmp_path / "h", exit_code="2", before_exit="""\
+        sys.stderr.write(f"boom {offset} attempt {attempt}\\n")
+        """)
+    r = replay(cli, [*rec.argv, "an arg"], "--group", "g", "--retries", 1, "--backoff", "10ms")
+    assert r.rc == 3, r.err
+    entries = dead_letters(cli)
+    assert len(entries) == 2
+    for entry, record in zip(entries, records, strict=True):
+        assert set(entry) == ENTRY_FIELDS
+        assert isinstance(entry["dlq_id"], int)
+        assert TIME_RE.fullmatch(entry["failed_at"]), entry["failed_at"]
+        assert entry["group"] == "g" and entry["hook"] is None
+        assert entry["command"] == [*rec.argv, "an arg"]
+        assert (entry["attempts"], entry["exit_code"], entry["error"]) == (2, 2, "exit status 2")
+        assert entry["stderr"] == f"boom {record['offset']} attempt 2\n"
+        assert entry["event"] == record
+    assert ids(entries)[0] < ids(entries)[1]
+
+
+def test_the_entry_keeps_the_last_4_kib_of_stderr(cli: Evlog, tmp_path: Path) -> None:
+    """A handler writing 10 KB to stderr leaves exactly its last 4096 bytes in the entry."""
+    cli.ok("append", "t")
+    blob = "".join(f"stderr line {i:05d}\n" for i in range(600))
+    (tmp_path / "blob").write_text(blob)
+    r = replay(cli, ["sh", "-c", f"cat '{tmp_path / 'blob'}' >&2; exit 1"], "--retries", 0)
+    assert r.rc == 3
+    [entry] = dead_letters(cli)
+    assert entry["stderr"] == blob[-4096:]
+
+
+def test_a_handler_that_cannot_start_is_dead_lettered_with_the_reason(cli: Evlog, tmp_path: Path) -> None:
+    """A missing handler fails like any other, after its retries; the entry says why and has no exit code."""
+    cli.ok("append", "t")
+    missing = str(tmp_path / "no-such-handler")
+    r = replay(cli, [missing], "--retries", 1, "--backoff", "10ms")
+    assert r.rc == 3
+    [entry] = dead_letters(cli)
+    assert entry["exit_code"] is None and entry["attempts"] == 2
+    assert "No such file or directory" in entry["error"] and missing in entry["error"]
+    assert entry["command"] == [missing]
+
+
+# -- dlq list, show, count, purge --------------------------------------------------------------------
+
+@pytest.fixture
+def six_entries(cli: Evlog, tmp_path: Path) -> list[dict[str, Any]]:
+    """Three events dead-lettered twice: by `replay --group g1` (dlq_id 1-3), then by hook h1 (dlq_id 4-6)."""
+    cli.batch([{"type": "a.x", "key": "k1"}, {"type": "b.y", "key": "k2"}, {"type": "a.z", "key": "k2"}])
+    bad = Recorder(tmp_path / "bad", exit_code="65")
+    assert replay(cli, bad.argv, "--group", "g1").rc == 3
+    cli.ok("hooks", "add", "h1", "--from-start", "--", *bad.argv)
+    assert cli("run", "--once").rc == 3
+    entries = dead_letters(cli)
+    assert len(entries) == 6
+    return entries
+
+
+def test_dlq_list_filters_by_event_hook_and_group(cli: Evlog, six_entries: list[dict[str, Any]]) -> None:
+    """`dlq list` takes the event filters and --hook/--group; JSON Lines off a terminal, with or without --json."""
+    everything = six_entries
+    assert [(e["group"], e["hook"], e["event"]["offset"]) for e in everything] == \
+        [("g1", None, 0), ("g1", None, 1), ("g1", None, 2), (None, "h1", 0), (None, "h1", 1), (None, "h1", 2)]
+    assert ids(everything) == sorted(ids(everything))
+    assert [json.loads(line) for line in cli.ok("dlq", "list").splitlines()] == everything
+    by_id = {e["dlq_id"]: e for e in everything}
+    assert dead_letters(cli, "--type", "a.*") == [by_id[i] for i in ids(everything) if by_id[i]["event"]["offset"]
+                                                   in (0, 2)]
+    assert [e["event"]["offset"] for e in dead_letters(cli, "--key", "k2")] == [1, 2, 1, 2]
+    assert dead_letters(cli, "--hook", "h1") == everything[3:]
+    assert dead_letters(cli, "--group", "g1") == everything[:3]
+    assert [e["event"]["offset"] for e in dead_letters(cli, "--type", "a.*", "--hook", "h1")] == [0, 2]
+    assert dead_letters(cli, "--where", "offset == 1", "--group", "g1") == [everything[1]]
+    assert dead_letters(cli, "--hook", "nobody") == []
+
+
+def test_dlq_show_and_count(cli: Evlog, six_entries: list[dict[str, Any]]) -> None:
+    """`dlq show ID` prints that entry as JSON off a terminal; `dlq count` prints a bare number; an unknown id is
+    an error."""
+    entry = six_entries[4]
+    assert json.loads(cli.ok("dlq", "show", entry["dlq_id"])) == entry
+    assert cli.ok("dlq", "count") == "6\n"
+    missing = max(ids(six_entries)) + 100
+    r = cli("dlq", "show", missing)
+    assert r.rc == 1 and str(missing) in r.err
+
+
+def test_dlq_purge_by_id_before_a_time_and_all(cli: Evlog, six_entries: list[dict[str, Any]]) -> None:
+    """`dlq purge` removes the given ids, the entries that failed before TIME, or all of them."""
+    first, second, *rest = ids(six_entries)
+    cli.ok("dlq", "purge", second, rest[0])
+    assert ids(dead_letters(cli)) == [first, *rest[1:]]
+    cli.ok("dlq", "purge", "--before", "2000-01-01")
+    assert cli.ok("dlq", "count") == "4\n"
+    cli.ok("dlq", "purge", "--before", "1h")
+    assert cli.ok("dlq", "count") == "4\n"
+    cli.ok("dlq", "purge", "--before", "2999-01-01")
+    assert cli.ok("dlq", "count") == "0\n"
+    assert cli("dlq", "purge").rc == 2
+
+
+def test_dlq_purge_all_empties_the_file(cli: Evlog, six_entries: list[dict[str, Any]]) -> None:
+    """`dlq purge --all` removes every entry."""
+    cli.ok("dlq", "purge", "--all")
+    assert dead_letters(cli) == []
+    assert cli.ok("dlq", "count") == "0\n"
+
+
+def test_dlq_ids_keep_increasing_after_a_purge(cli: Evlog, six_entries: list[dict[str, Any]], tmp_path: Path) -> None:
+    """dlq_id only increases: an entry added after a purge never reuses an id an earlier entry had."""
+    cli.ok("dlq", "purge", "--all")
+    cli.ok("append", "t")
+    assert replay(cli, ["sh", "-c", "exit 65"], "--from", 3).rc == 3
+    [entry] = dead_letters(cli)
+    assert entry["dlq_id"] > max(ids(six_entries)), f"dlq_id {entry['dlq_id']} was used before"
+
+
+# -- dlq retry ------------------------------------------------------------------------------------------
+
+def test_dlq_retry_removes_what_now_succeeds_and_bumps_the_attempts_of_the_rest(cli: Evlog, tmp_path: Path) -> None:
+    """`dlq retry` runs each chosen entry's own command again: successes leave the file, failures stay with one more
+    attempt; --group chooses, `-- COMMAND` replaces the handler; exit 0 only when all succeeded."""
+    cli.batch([{"type": "t", "key": k, "data": k} for k in ("k1", "k2", "k3")])
+    records = cli.records()
+    h = keyed_handler(tmp_path)
+    assert replay(cli, h.argv, "--group", "g", "--retries", 0).rc == 3
+    assert replay(cli, h.argv, "--group", "other", "--retries", 0).rc == 3
+    g1, g2, g3, o1, o2, o3 = ids(dead_letters(cli))
+    fix(tmp_path, "k1")
+    calls_before = len(h.calls())
+    r = cli("dlq", "retry", "--group", "g")
+    assert r.rc == 3, r.err
+    retried = h.calls()[calls_before:]
+    assert sorted(json.loads(c["stdin"])["offset"] for c in retried) == [0, 1, 2]
+    assert {json.loads(c["stdin"])["offset"]: json.loads(c["stdin"]) for c in retried}[0] == records[0]
+    left = {e["dlq_id"]: e for e in dead_letters(cli)}
+    assert sorted(left) == [g2, g3, o1, o2, o3]
+    assert [left[i]["attempts"] for i in (g2, g3, o1, o2, o3)] == [2, 2, 1, 1, 1]
+    assert left[g2]["error"] == "exit status 1" and left[g2]["exit_code"] == 1
+
+    other = Recorder(tmp_path / "other")
+    r = cli("dlq", "retry", g2, "--", *other.argv)
+    assert r.rc == 0, r.err
+    assert [json.loads(c["stdin"]) for c in other.calls()] == [records[1]]
+    assert sorted(e["dlq_id"] for e in dead_letters(cli)) == [g3, o1, o2, o3]
+
+    r = cli("dlq", "retry", "--all")
+    assert r.rc == 3
+    left = {e["dlq_id"]: e for e in dead_letters(cli)}
+    assert sorted(left) == [g3, o2, o3]
+    assert [left[i]["attempts"] for i in (g3, o2, o3)] == [3, 2, 2]
+
+    fix(tmp_path, "k2")
+    fix(tmp_path, "k3")
+    assert cli("dlq", "retry", o2, o3, g3).rc == 0
+    assert dead_letters(cli) == []
+
+
+def test_dlq_retry_needs_a_choice_and_known_ids(cli: Evlog, six_entries: list[dict[str, Any]]) -> None:
+    """`dlq retry` with nothing chosen is a usage error; an unknown id is an error; neither touches the file."""
+    assert cli("dlq", "retry").rc == 2
+    assert cli("dlq", "retry", max(ids(six_entries)) + 100).rc == 1
+    assert dead_letters(cli) == six_entries
+
+
+def test_dlq_retry_by_hook_runs_only_that_hooks_entries(cli: Evlog, six_entries: list[dict[str, Any]],
+                                                        tmp_path: Path) -> None:
+    """`dlq retry --hook NAME` retries only that hook's entries."""
+    ok = Recorder(tmp_path / "ok")
+    assert cli("dlq", "retry", "--hook", "h1", "--", *ok.argv).rc == 0
+    assert sorted(json.loads(c["stdin"])["offset"] for c in ok.calls()) == [0, 1, 2]
+    assert dead_letters(cli) == six_entries[:3]
+
+
+def test_a_full_dead_letter_file_stops_the_consumer_before_advancing(cli: Evlog, tmp_path: Path) -> None:
+    """With [dead_letter] max_entries = 2 the third failure stops replay with exit 1, the file holds 2 entries, the
+    group stays at the failed event, and nothing is lost."""
+    cli.ok("init")
+    set_max_entries(cli, 2)
+    cli.batch([{"type": "t", "data": i} for i in range(5)])
+    bad = Recorder(tmp_path / "bad", exit_code="1")
+    r = replay(cli, bad.argv, "--group", "g", "--retries", 0)
+    assert r.rc == 1, r.err
+    assert "evlog: error:" in r.err and "full" in r.err
+    assert bad.offsets() == [0, 1, 2]
+    assert [e["event"]["offset"] for e in dead_letters(cli)] == [0, 1]
+    assert groups(cli)["g"]["position"] == 2
+    assert replay(cli, bad.argv, "--group", "g", "--retries", 0).rc == 1
+    assert cli.ok("dlq", "count") == "2\n"
+    cli.ok("dlq", "purge", "--all")
+    good = Recorder(tmp_path / "good")
+    assert replay(cli, good.argv, "--group", "g").rc == 0
+    assert good.offsets() == [2, 3, 4]
+
+
+# -- groups --------------------------------------------------------------------------------------------
+
+def test_groups_list_reset_and_delete(cli: Evlog, tmp_path: Path) -> None:
+    """`groups list` shows position and lag; `groups reset` moves a checkpoint (--to, --to-time, --to-end,
+    --to-start) and the next replay starts there; `groups delete` removes it."""
+    cli.batch([{"type": "t"}] * 3)
+    cli.batch([{"type": "t"}] * 2)
+    records = cli.records()
+    rec = Recorder(tmp_path / "h")
+    assert replay(cli, rec.argv, "--group", "g").rc == 0
+    assert json.loads(cli.ok("groups", "list", "--json")) == [{"name": "g", "position": 5, "lag": 0}]
+    cli.batch([{"type": "t"}] * 2)
+    assert groups(cli)["g"] == {"name": "g", "position": 5, "lag": 2}
+    text = cli.ok("groups", "list")
+    assert "g" in text and "5" in text and "2" in text
+
+    cli.ok("groups", "reset", "g", "--to", 1)
+    assert groups(cli)["g"]["position"] == 1
+    assert replay(cli, rec.argv, "--group", "g").rc == 0
+    assert rec.offsets()[5:] == [1, 2, 3, 4, 5, 6]
+    cli.ok("groups", "reset", "g", "--to-start")
+    assert groups(cli)["g"] == {"name": "g", "position": 0, "lag": 7}
+    cli.ok("groups", "reset", "g", "--to-time", records[3]["time"])
+    assert groups(cli)["g"]["position"] == 3
+    cli.ok("groups", "reset", "g", "--to-end")
+    assert groups(cli)["g"] == {"name": "g", "position": 7, "lag": 0}
+
+    cli.ok("groups", "delete", "g")
+    assert groups(cli) == {}
+    assert cli("groups", "delete", "g").rc == 1
+    assert replay(cli, rec.argv, "--group", "g").rc == 0
+    assert rec.offsets()[11:] == list(range(7)), "a deleted group starts afresh"
+
+
+def test_groups_reset_needs_exactly_one_target_and_a_known_group(cli: Evlog, tmp_path: Path) -> None:
+    """`groups reset` with no target or two targets is a usage error (exit 2); an unknown group is exit 1."""
+    cli.ok("append", "t")
+    assert replay(cli, Recorder(tmp_path / "h").argv, "--group", "g").rc == 0
+    assert cli("groups", "reset", "g").rc == 2
+    assert cli("groups", "reset", "g", "--to", 0, "--to-end").rc == 2
+    assert cli("groups", "reset", "nope", "--to", 0).rc == 1
+    assert groups(cli)["g"]["position"] == 1
+
+
+# -- hooks -----------------------------------------------------------------------------------------------
+
+def test_hooks_add_list_show_pause_resume_remove(cli: Evlog, tmp_path: Path) -> None:
+    """A hook is registered, listed with its filters, command, position, lag, dead letters and state, shown,
+    paused (run skips it, its checkpoint stays), resumed and removed."""
+    cli.batch([{"type": "order.created"}] * 3)
+    rec = Recorder(tmp_path / "h")
+    cli.ok("hooks", "add", "audit", "--type", "order.*", "--retries", 2, "--timeout", "5s", "--", *rec.argv, "x y")
+    [row] = json.loads(cli.ok("hooks", "list", "--json"))
+    assert set(row) == HOOK_ROW
+    assert (row["name"], row["command"], row["position"], row["lag"], row["dead_letters"], row["paused"]) == \
+        ("audit", [*rec.argv, "x y"], 3, 0, 0, False)
+    assert "order.*" in json.dumps(row["filters"])
+    shown = cli.ok("hooks", "show", "audit")
+    assert "audit" in shown and rec.argv[0] in shown
+    assert cli("hooks", "show", "nope").rc == 1
+
+    cli.ok("hooks", "pause", "audit")
+    assert hooks(cli)["audit"]["paused"] is True
+    cli.batch([{"type": "order.created"}, {"type": "user.created"}, {"type": "order.paid"}])
+    assert cli("run", "--once").rc == 0
+    assert rec.calls() == []
+    assert hooks(cli)["audit"]["lag"] == 3
+    cli.ok("hooks", "resume", "audit")
+    assert hooks(cli)["audit"]["paused"] is False
+    assert cli("run", "--once").rc == 0
+    assert rec.offsets() == [3, 5]
+    assert [c["argv"] for c in rec.calls()] == [["x y"], ["x y"]]
+    assert (hooks(cli)["audit"]["position"], hooks(cli)["audit"]["lag"]) == (6, 0)
+
+    cli.ok("hooks", "remove", "audit")
+    assert hooks(cli) == {}
+    assert cli("hooks", "remove", "audit").rc == 1
+    cli.ok("append", "order.created")
+    assert cli("run", "--once").rc == 0
+    assert rec.offsets() == [3, 5]
+
+
+def test_hooks_list_text_shows_name_filters_command_position_lag_and_dead_letters(cli: Evlog) -> None:
+    """The plain `hooks list` shows each hook's name, filters, command, position, lag and dead-letter count."""
+    cli.batch([{"type": "order.created"}] * 3)
+    cli.ok("hooks", "add", "audit", "--type", "order.*", "--key", "k-42", "--", "echo", "audit-cmd")
+    [line] = cli.ok("hooks", "list").splitlines()
+    for shown in ("audit", "audit-cmd", "3", "0"):
+        assert shown in line, f"{shown!r} missing from {line!r}"
+    assert "order.*" in line and "k-42" in line, f"the filters are missing from {line!r}"
+
+
+def test_a_new_hook_gets_new_events_only_unless_from_start(cli: Evlog, tmp_path: Path) -> None:
+    """`hooks add` starts at the end of the log; with --from-start the hook gets the existing events too."""
+    cli.batch([{"type": "t"}] * 2)
+    new_only, everything = Recorder(tmp_path / "new"), Recorder(tmp_path / "all")
+    cli.ok("hooks", "add", "new-only", "--", *new_only.argv)
+    cli.ok("hooks", "add", "everything", "--from-start", "--", *everything.argv)
+    cli.ok("append", "t")
+    assert cli("run", "--once").rc == 0
+    assert new_only.offsets() == [2]
+    assert everything.offsets() == [0, 1, 2]
+    assert cli("run", "--once").rc == 0
+    assert new_only.offsets() == [2] and everything.offsets() == [0, 1, 2]
+
+
+@pytest.mark.parametrize("name", ["", "a b", "a/b", "a.b", "x" * 65, "caf\u00e9"])
+def test_a_bad_hook_name_is_a_usage_error(cli: Evlog, name: str) -> None:
+    """A hook name that is not 1-64 of [A-Za-z0-9_-] is refused with exit 2 and nothing registered."""
+    cli.ok("init")
+    r = cli("hooks", "add", name, "--", "true")
+    assert r.rc == 2, r.err
+    assert hooks(cli) == {}
+
+
+def test_good_hook_names_are_accepted(cli: Evlog) -> None:
+    """Names of 1 to 64 of letters, digits, `_` and `-` are accepted."""
+    cli.ok("init")
+    names = ["a", "x" * 64, "Mail_er-2", "0", "_-"]
+    for name in names:
+        cli.ok("hooks", "add", name, "--", "true")
+    assert sorted(hooks(cli)) == sorted(names)
+
+
+def test_adding_a_hook_name_twice_is_an_error(cli: Evlog) -> None:
+    """Adding a name that exists is exit 1 and leaves the first hook as it was."""
+    cli.ok("init")
+    cli.ok("hooks", "add", "dup", "--", "echo", "first")
+    r = cli("hooks", "add", "dup", "--", "echo", "second")
+    assert r.rc == 1 and "dup" in r.err
+    assert hooks(cli)["dup"]["command"] == ["echo", "first"]
+
+
+def test_hooks_add_needs_a_command(cli: Evlog) -> None:
+    """`hooks add NAME` without a command is a usage error."""
+    cli.ok("init")
+    assert cli("hooks", "add", "x").rc == 2
+    assert hooks(cli) == {}
+
+
+def test_a_broken_hooks_toml_is_an_error_naming_the_line(cli: Evlog) -> None:
+    """A hooks.toml with a syntax error makes `hooks list` and `run` fail with exit 1, naming the line."""
+    cli.ok("init")
+    (cli.dir / "hooks.toml").write_text('[hooks.a]\ncommand = ["true"]\nretries = = 3\n')
+    for args in (("hooks", "list"), ("run", "--once")):
+        r = cli(*args)
+        assert r.rc == 1, r.err
+        assert "hooks.toml" in r.err and "line 3" in r.err, r.err
+
+
+def test_a_hooks_toml_with_a_bad_value_is_an_error_naming_the_line(cli: Evlog) -> None:
+    """A well-formed hooks.toml with an ill-typed setting is an error naming the line and the problem."""
+    cli.ok("init")
+    (cli.dir / "hooks.toml").write_text('[hooks.a]\ncommand = ["true"]\nretries = "three"\n')
+    r = cli("hooks", "list")
+    assert r.rc == 1, r.err
+    assert "hooks.toml" in r.err and "retries" in r.err
+    assert "line 3" in r.err, f"the line is not named: {r.err!r}"
+
+
+# -- evlog run ---------------------------------------------------------------------------------------
+
+def test_run_once_runs_hooks_as_independent_consumers(cli: Evlog, tmp_path: Path) -> None:
+    """A failing hook does not block the others: they get every event, its events are dead-lettered under its name,
+    and `run --once` exits 3."""
+    cli.batch([{"type": "order.created", "data": 0}, {"type": "user.created", "data": 1},
+               {"type": "order.paid", "data": 2}])
+    records = cli.records()
+    good, orders, bad = Recorder(tmp_path / "good"), Recorder(tmp_path / "orders"), Recorder(tmp_path / "bad",
+                                                                                             exit_code="1")
+    cli.ok("hooks", "add", "bad", "--from-start", "--retries", 1, "--", *bad.argv)
+    cli.ok("hooks", "add", "good", "--from-start", "--", *good.argv)
+    cli.ok("hooks", "add", "orders", "--from-start", "--type", "order.*", "--", *orders.argv)
+    r = cli("run", "--once")
+    assert r.rc == 3, r.err
+    assert good.records() == records
+    assert orders.offsets() == [0, 2]
+    assert sorted(bad.offsets()) == [0, 0, 1, 1, 2, 2]
+    entries = dead_letters(cli)
+    assert [(e["hook"], e["group"], e["event"]["offset"], e["attempts"]) for e in entries] == \
+        [("bad", None, 0, 2), ("bad", None, 1, 2), ("bad", None, 2, 2)]
+    assert all(e["command"] == bad.argv for e in entries)
+    rows = hooks(cli)
+    assert {n: (rows[n]["position"], rows[n]["lag"], rows[n]["dead_letters"]) for n in rows} == \
+        {"bad": (3, 0, 3), "good": (3, 0, 0), "orders": (3, 0, 0)}
+
+
+def test_run_named_hooks_only(cli: Evlog, tmp_path: Path) -> None:
+    """`run NAME` delivers to that hook only; the others keep their positions; an unknown name is an error."""
+    cli.ok("append", "t")
+    one, two = Recorder(tmp_path / "one"), Recorder(tmp_path / "two")
+    cli.ok("hooks", "add", "one", "--from-start", "--", *one.argv)
+    cli.ok("hooks", "add", "two", "--from-start", "--", *two.argv)
+    assert cli("run", "one", "--once").rc == 0
+    assert (one.offsets(), two.offsets()) == ([0], [])
+    assert hooks(cli)["two"]["lag"] == 1
+    assert cli("run", "nobody", "--once").rc == 1
+    assert two.offsets() == []
+
+
+def test_a_slow_hook_does_not_delay_a_fast_one(cli: Evlog, spawn: Spawner, tmp_path: Path) -> None:
+    """While one hook's handler sleeps, `evlog run` keeps delivering new events to another; SIGTERM then exits 143
+    after the sleeping handler finished."""
+    release = tmp_path / "release"
+    slow = Recorder(tmp_path / "slow", before_exit=f"""\
+        if not wait_for({str(release)!r}, 30):
+            sys.exit(1)
+        record(DONE, offset=offset)
+        """)
+    fast = Recorder(tmp_path / "fast")
+    cli.ok("init")
+    cli.ok("hooks", "add", "slow", "--", *slow.argv)
+    cli.ok("hooks", "add", "fast", "--", *fast.argv)
+    bg = spawn("run")
+    cli.ok("append", "t", "n:=0")
+    wait_until(lambda: slow.offsets() == [0] and fast.offsets() == [0], message=lambda: bg.stderr())
+    for n in range(1, 4):
+        cli.ok("append", "t", f"n:={n}")
+    wait_until(lambda: fast.offsets() == [0, 1, 2, 3], message=lambda: bg.stderr())
+    assert slow.offsets() == [0] and slow.done() == [], "the slow hook was not still busy"
+    assert bg.poll() is None
+    bg.signal(signal.SIGTERM)
+    release.touch()
+    assert bg.wait(20) == 143, bg.stderr()
+    assert [d["offset"] for d in slow.done()] == [0]
+
+
+def test_run_with_a_full_dead_letter_file_stops_that_hook_with_exit_1(cli: Evlog, tmp_path: Path) -> None:
+    """A hook whose failure finds the dead-letter file full stops before its event (exit 1); others go on."""
+    cli.ok("init")
+    set_max_entries(cli, 1)
+    cli.batch([{"type": "t"}] * 3)
+    bad, good = Recorder(tmp_path / "bad", exit_code="65"), Recorder(tmp_path / "good")
+    cli.ok("hooks", "add", "bad", "--from-start", "--", *bad.argv)
+    cli.ok("hooks", "add", "good", "--from-start", "--", *good.argv)
+    r = cli("run", "--once")
+    assert r.rc == 1, r.err
+    assert "full" in r.err
+    assert good.offsets() == [0, 1, 2]
+    assert [e["event"]["offset"] for e in dead_letters(cli)] == [0]
+    assert hooks(cli)["bad"]["position"] == 1
+
+
+def test_a_hook_script_sees_its_event(cli: Evlog, tmp_path: Path) -> None:
+    """A hook's handler gets the record on stdin and the per-event variables, like replay's."""
+    handler = python_script(tmp_path / "hook.py", f"""\
+        rec = json.loads(sys.stdin.read())
+        record({str(tmp_path / 'seen.jsonl')!r}, rec=rec, env=evlog_env())
+        """)
+    cli.ok("init")
+    cli.ok("hooks", "add", "see", "--", str(handler))
+    cli.ok("append", "user.created", "--key", "u1", "name=ann")
+    assert cli("run", "--once").rc == 0
+    [seen] = [json.loads(line) for line in (tmp_path / "seen.jsonl").read_text().splitlines()]
+    assert seen["rec"] == cli.records()[0]
+    env = seen["env"]
+    assert (env["EVLOG_OFFSET"], env["EVLOG_TYPE"], env["EVLOG_KEY"], env["EVLOG_ATTEMPT"]) == \
+        ("0", "user.created", "u1", "1")
