@@ -6,12 +6,14 @@
                   TOKEN, or ?token=TOKEN (browsers cannot set headers)
 
 One hub follows the log for everyone: a single follower thread (one
-filesystem watcher) reads each new frame once and hands it to every live
-client's bounded queue. A new client first reads its backlog from disk, then
-joins the hub; offsets make the hand-over gap-free and duplicate-free. A
-client whose queue fills (it reads too slowly) is closed with 1013 and a
-reason naming the offset to resume from, so the server's memory does not grow
-whatever clients do. Tokens are compared in constant time and never logged:
+filesystem watcher) reads each new frame once into a ring of the newest
+events, bounded in count and bytes. Every client has a cursor (the next
+offset it should see) and reads the ring at its own pace; a client whose
+cursor is older than the ring (its backlog, or a burst larger than the ring)
+reads from disk instead. Offsets make every hand-over gap-free and
+duplicate-free, and memory is the ring's whatever clients do. A client that
+takes nothing for STALL_SECONDS while events wait is closed with 1013 and a
+reason naming the offset to resume from. Tokens are compared in constant time and never logged:
 query strings in access logs have their token redacted.
 """
 
@@ -47,6 +49,7 @@ RING_EVENTS = 20_000       # newest events kept in memory for all clients togeth
 RING_BYTES = 64 << 20      # ... and at most this many bytes of them
 RING_STEP = 1_000          # events taken at once, from the ring or from disk
 STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
+CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot get through
 BACKLOG_CHUNK = RING_STEP
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
@@ -384,7 +387,10 @@ class StreamServer:
                     client.lagging = True
                     self.metrics.disconnects["lagging"] += 1  # now: the close may wait for a stalled peer
                     reason = f"client too slow; resume from offset {client.next_offset}"
-                    await client.ws.close(TRY_AGAIN_LATER, reason)
+                    try:  # the close frame waits behind what the peer never read: don't wait forever
+                        await asyncio.wait_for(client.ws.close(TRY_AGAIN_LATER, reason), CLOSE_GRACE)
+                    except TimeoutError:
+                        client.ws.transport.abort()
                     client.wake.set()
                     return
         finally:
