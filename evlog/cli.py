@@ -1094,6 +1094,7 @@ def _run(args: list[str], debug: bool) -> int:
     try:
         try:
             command = typer.main.get_command(_only_invoked(app, args))
+            command.invoke = _quiet_on_closed_pipe(command.invoke)  # type: ignore[method-assign]
             rv = command.main(args, prog_name="evlog", standalone_mode=False)
             return rv if isinstance(rv, int) else 0
         finally:
@@ -1111,7 +1112,7 @@ def _run(args: list[str], debug: bool) -> int:
         message = e.format_message() if hasattr(e, "format_message") else str(e)
         diag.error(" ".join(message.split()))
         return int(getattr(e, "exit_code", ExitCode.USAGE))
-    except BrokenPipeError:
+    except (BrokenPipeError, stop.PipeClosed):
         _silence_stdout()
         return 0
     except KeyboardInterrupt:
@@ -1171,6 +1172,18 @@ def _command_name(info: Any) -> str:
     if info.name:
         return str(info.name)
     return str(info.callback.__name__).strip("_").replace("_", "-")
+
+
+def _quiet_on_closed_pipe(invoke: Any) -> Any:
+    """typer turns EPIPE into exit 1 on its way out; a closed pipe is a quiet exit 0 here."""
+
+    def wrapped(ctx: Any) -> Any:
+        try:
+            return invoke(ctx)
+        except BrokenPipeError:
+            raise stop.PipeClosed() from None
+
+    return wrapped
 
 
 def _silence_stdout() -> None:

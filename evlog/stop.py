@@ -17,6 +17,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise Terminated()
 
 
+class PipeClosed(Exception):  # noqa: N818 - named for what happened, like BrokenPipeError
+    """stdout's reader went away (`evlog read | head -1`): stop quietly, exit 0."""
+
+
 def install() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
 
