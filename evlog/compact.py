@@ -14,10 +14,11 @@ that loses records:
 
     1. write the kept frames, unchanged, to `segments/.NAME.compact`, fsync
     2. write its index files to `.NAME.index.compact` / `.timeindex.compact`
-    3. rename the data file over NAME            <- the point of no return
-    4. rename the index files into place, fsync the directory
+    3. remove the old index files (missing ones are rebuilt on use)
+    4. rename the data file over NAME            <- the point of no return
+    5. rename the index files into place, fsync the directory
 
-A compaction killed before step 3 leaves the old segment whole, plus private
+A compaction killed before step 4 leaves the old segment whole, plus private
 temporary files that readers ignore and the next compaction removes; killed
 after it, the new segment is whole and its index files, if stale, are
 rebuilt on use. Either way each segment reads as its before or its after
@@ -180,6 +181,9 @@ class _Compaction:
             result.after = before
             return result
         active, sealed = infos[-1], infos[:-1]
+        pending = self.log.pending()
+        if pending is not None:  # a batch is being written from this segment on: not ours to touch
+            sealed = [i for i in sealed if i.seg.base < pending[0]]
         doomed = self._retention(sealed, active, before)
         kept = [i for i in sealed if i not in doomed]
         total_steps = len(doomed) + (2 * len(kept) if self.plan.keys else 0)
@@ -328,46 +332,53 @@ class _Compaction:
         self.step()
 
     def _rewrite(self, info: _Seg, newest: dict[str, int]) -> _Seg | None:
-        """The segment without its superseded keyed events; the same _Seg when nothing goes."""
+        """The segment without its superseded keyed events; the same _Seg when nothing goes.
+
+        One streaming pass writes the kept frames to the temporary file (or, for a
+        dry run, only counts them), so memory does not grow with the segment.
+        """
         seg = info.seg
         key_info = self._key_info()
-        keep = []
-        removed = 0
-        for pos, frame in self._frames(seg):
-            off, key, _, _ = key_info(frame)
-            if key is None or newest.get(key) == off:
-                keep.append((pos, frame))
-            else:
-                removed += 1
-        if not removed:
-            return info
-        if self.dry_run:
-            return _Seg(seg, len(keep), info.size, info.files_size * len(keep) // max(1, info.count),
-                        info.last_time_us) if keep else None
-        if not keep:
-            self._delete(seg)
-            return None
+        stored = self.codec.stored
+        head = self.codec.head
         d = self.log.segments_dir
         tmp = d / f".{seg.name}{TEMP_SUFFIX}"
-        stored = self.codec.stored
-        with open(tmp, "wb") as f:
-            entries: list[tuple[int, int, int, int]] = []
-            pos = 0
-            last_entry = None
-            head = self.codec.head
-            for ordinal, (_, frame) in enumerate(keep):
+        out = None if self.dry_run else open(tmp, "wb")  # noqa: SIM115 - closed below, on every path
+        entries: list[tuple[int, int, int, int]] = []
+        pos = kept = removed = 0
+        last_entry: int | None = None
+        try:
+            for _, frame in self._frames(seg):
+                off, key, _, _ = key_info(frame)
+                if key is not None and newest.get(key) != off:
+                    removed += 1
+                    continue
                 data = stored(frame)
                 if last_entry is None or pos - last_entry >= seg.interval:
-                    off, _, t = head(frame)
-                    entries.append((off, pos, ordinal, time_to_us(t)))
+                    entries.append((off, pos, kept, time_to_us(head(frame)[2])))
                     last_entry = pos
-                f.write(data)
+                if out is not None:
+                    out.write(data)
                 pos += len(data)
-            f.flush()
-            if self.fsync:
-                os.fsync(f.fileno())
-        self.step()
+                kept += 1
+            if out is not None:
+                out.flush()
+                if self.fsync and removed and kept:
+                    os.fsync(out.fileno())
+        finally:
+            if out is not None:
+                out.close()
+        if not removed or not kept:
+            tmp.unlink(missing_ok=True)
+            if not removed:
+                return info
+            if not self.dry_run:
+                self._delete(seg)
+            return None
         off_data, time_data = seg.encode_entries(entries, with_header=True)
+        if self.dry_run:
+            return _Seg(seg, kept, pos, pos + len(off_data) + len(time_data), info.last_time_us)
+        self.step()
         tmp_index = d / f".{seg.index_path.name}{TEMP_SUFFIX}"
         tmp_time = d / f".{seg.time_path.name}{TEMP_SUFFIX}"
         for path, data in ((tmp_index, off_data), (tmp_time, time_data)):
@@ -377,6 +388,11 @@ class _Compaction:
                     f.flush()
                     os.fsync(f.fileno())
         self.step()
+        # The old index files would be wrong for the new records: they go first (missing index
+        # files are merely rebuilt on use), so no instant leaves an index that lies.
+        seg.index_path.unlink(missing_ok=True)
+        seg.time_path.unlink(missing_ok=True)
+        self.step()
         os.replace(tmp, seg.path)  # the point of no return: the segment is now its compacted self
         self.step()
         os.replace(tmp_index, seg.index_path)
@@ -384,8 +400,7 @@ class _Compaction:
         if self.fsync:
             idx.fsync_dir(d)
         self.step()
-        size = pos
-        return _Seg(seg, len(keep), size, size + len(off_data) + len(time_data), info.last_time_us)
+        return _Seg(seg, kept, pos, pos + len(off_data) + len(time_data), info.last_time_us)
 
 
 def plan_from(log: Log, *, max_age_us: int | None, max_bytes: int | None, max_events: int | None,

@@ -67,29 +67,37 @@ class Follower:
         self._switch(chosen)
 
     def poll(self) -> list[bytes]:
-        """Frames appended since the last poll (possibly none)."""
+        """Frames appended (and committed) since the last poll (possibly none)."""
         out: list[bytes] = []
         offset_of = self.codec.offset  # type: ignore[attr-defined]
         while True:
             segs = self.log.segments()
+            pending = self.log.pending()  # a multi-record write in progress: not past its start
+            if pending is not None:
+                segs = [s for s in segs if s.base <= pending[0]]
             if self.segment is None or not self._same_file():
                 self._place(segs)
                 if self.segment is None:
                     return out
             seg = self.segment
             assert seg is not None
-            reader = seg.frames(self.fd, self.pos)
-            for _, frame in reader:
-                off = offset_of(frame)
-                if off >= self.next_offset:
-                    out.append(frame)
-                    self.next_offset = off + 1
+            stop = pending[1] if pending is not None and pending[0] == seg.base else None
+            reader = seg.frames(self.fd, self.pos, stop)
+            for frames in reader.chunks():
+                for frame in frames:
+                    off = offset_of(frame)
+                    if off >= self.next_offset:
+                        out.append(frame)
+                        self.next_offset = off + 1
             self.pos = reader.end
+            if stop is not None:
+                return out
             later = [s for s in segs if s.base > seg.base]
             if reader.bad is not None:
                 size = os.fstat(self.fd).st_size
                 if later or classify(self.codec, self.fd, reader.bad, size) is not None:
-                    raise corruption(self.codec, seg.name, self.fd, reader.bad, self.next_offset - 1)
+                    if seg.first_frame(self.fd, reader.bad) is None:
+                        raise corruption(self.codec, seg.name, self.fd, reader.bad, self.next_offset - 1, seg.base)
                 return out  # a record still being written
             if not later:
                 return out

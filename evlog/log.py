@@ -6,14 +6,20 @@ while input is awaited. Under the lock a writer reads the end of the active
 (last) segment from its last index entry, sets aside and cuts off an
 incomplete last record (a writer killed mid-append), gives each event the
 next offset and a time no earlier than the last record's, and writes whole
-frames with O_APPEND. A segment is sealed (fsynced) before the next one is
+frames with O_APPEND. A write of more than one record (a batch, a group
+commit) is made atomic by a commit marker: `segments/.pending` names where the
+write begins and is fsynced before the first byte; removing it (and fsyncing
+the directory) is the commit. Readers never look past a pending start, and the
+next writer finds a pending write of a dead writer, sets its bytes aside in
+DIR/quarantine/ and cuts them off. A segment is sealed (fsynced) before the next one is
 created; a created file is followed by an fsync of the directory. With
 fsync = always or batch the data is fsynced before the lock is released, so
 an acknowledged append survives a crash. A writer that fails part way
 through a batch truncates what it wrote, so a batch is all or nothing.
 
-Reading takes no lock. Readers see only whole frames that pass their
-checksum; bytes after the last valid frame of the last segment are an
+Reading takes no lock. A reader notes the size of the last segment, then the
+commit marker, and reads no further than either. Readers see only whole
+frames that pass their checksum; bytes after the last valid frame of the last segment are an
 incomplete record still being written (or left by a dead writer) and are
 ignored; anything else that fails its check is corruption.
 """
@@ -164,6 +170,22 @@ class Log:
         """The offset the next appended event will get (as far as readers can tell)."""
         return Reader(self).tail(0, None)[1]
 
+    @property
+    def pending_path(self) -> Path:
+        return self.segments_dir / ".pending"
+
+    def pending(self) -> tuple[int, int] | None:
+        """(segment base, position) where an uncommitted multi-record write begins, if one is open."""
+        try:
+            text = self.pending_path.read_text()
+        except FileNotFoundError:
+            return None
+        try:
+            base, pos = text.split()
+            return int(base), int(pos)
+        except ValueError:
+            return (0, 0) if not text.strip() else None  # written under a temporary name: never torn
+
     def reader(self) -> Reader:
         return Reader(self)
 
@@ -176,6 +198,26 @@ class Reader:
         self.codec = log.codec
         self.segments = log.segments()
         self.next_offset = self.segments[-1].base if self.segments else 0  # after the last frame read
+        self.limit = self._visible_end()
+
+    def _visible_end(self) -> tuple[int, int] | None:
+        """(segment base, byte position) readers stop at: the last segment's size as first seen,
+        or where a pending write begins. Segments after it are not read."""
+        segs = self.segments
+        if not segs:
+            return None
+        try:
+            end = (segs[-1].base, os.stat(segs[-1].path).st_size)
+        except FileNotFoundError:
+            end = None
+        pending = self.log.pending()  # after the size: see the module docstring
+        if pending is not None and (end is None or pending <= end):
+            self.segments = segs = [s for s in segs if s.base <= pending[0]]
+            return pending
+        return end
+
+    def _stop(self, seg: Segment) -> int | None:
+        return self.limit[1] if self.limit is not None and seg.base == self.limit[0] else None
 
     def frames(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
                to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
@@ -211,7 +253,7 @@ class Reader:
             except FileNotFoundError:
                 continue  # removed since it was listed (compaction); its successor follows
             try:
-                reader = seg.frames(fd, begin_pos if i == begin_seg else 0)
+                reader = seg.frames(fd, begin_pos if i == begin_seg else 0, self._stop(seg))
                 last_frame = None
                 for chunk in reader.chunks():
                     last_frame = chunk[-1]
@@ -262,7 +304,10 @@ class Reader:
         return begin_seg, begin_pos
 
     def _bad(self, seg: Segment, fd: int, bad: int, is_last: bool, prev: bytes | None) -> None:
-        """Stop quietly at an incomplete last record; raise at corruption."""
+        """Stop quietly at an incomplete last record (or one finished past where this reader looks);
+        raise at corruption."""
+        if is_last and seg.first_frame(fd, bad) is not None:
+            return  # whole now: it was being written when this reader took its view
         size = os.fstat(fd).st_size
         if is_last and classify(self.codec, fd, bad, size) is None:
             return
@@ -318,8 +363,10 @@ class Reader:
 
     def _segment_chunks(self, i: int, seg: Segment, fd: int, offset_of: Callable[[bytes], int],
                         is_last: bool) -> Iterator[tuple[int, int, list[tuple[int, bytes]], CorruptionError | None]]:
-        starts = seg.chunk_starts(fd, self._may_write(i))
-        below: int | None = None  # chunks from here to the end were yielded already
+        limit = self._stop(seg)
+        starts = [s for s in seg.chunk_starts(fd, self._may_write(i)) if limit is None or s[1] < limit] \
+            or [(seg.base, 0)]
+        below: int | None = limit  # chunks from here to the end are not to be read (again)
         for attempt in range(2):
             stops: list[int | None] = [pos for _, pos in starts[1:]]
             stops.append(below)
@@ -332,7 +379,7 @@ class Reader:
                 damage = None
                 if reader.bad is not None:
                     try:
-                        self._bad(seg, fd, reader.bad, is_last and stops[j] is None,
+                        self._bad(seg, fd, reader.bad, is_last and stops[j] == limit,
                                   frames[-1][1] if frames else None)
                     except CorruptionError as e:
                         damage = e
@@ -414,6 +461,7 @@ class Writer:
         self.segment: Segment | None = None
         self.dirty = False
         self.recent_ids: dict[str, int] | None = None
+        self._needs_mark = self._marked = False
         self._created: list[Segment] = []
         self._open_active()
         self._created = []  # a segment this writer opened with is not undone by a failed append
@@ -422,6 +470,8 @@ class Writer:
 
     def _open_active(self) -> None:
         log = self.log
+        if log.pending() is not None:
+            recover_pending(log)  # a writer died mid-batch: its records were never acknowledged
         segs = log.segments()
         if not segs:
             log.segments_dir.mkdir(exist_ok=True)
@@ -553,6 +603,9 @@ class Writer:
         first_item_offset: int | None = None
         duplicates = 0
         offset = self.next_offset
+        # More than one record: atomic by a commit marker (see the module docstring).
+        self._marked = False
+        self._needs_mark = not (isinstance(items, list) and len(items) <= 1)
         try:
             for run in _runs(items, APPEND_RUN):
                 if _ID_MARK in map(_first_byte, run):  # caller's ids: check each against the window
@@ -585,6 +638,7 @@ class Writer:
             if sync and self.fsync != "never" and self.dirty:
                 os.fsync(self.fd)
                 self.dirty = False
+            self._commit()
         except BaseException:
             self._rollback(start_state, self._created)
             raise
@@ -627,7 +681,26 @@ class Writer:
         if self._buffered >= WRITE_BUFFER:
             self._flush()
 
+    def _mark(self) -> None:
+        """Before the first byte of a multi-record write: say where it begins, durably."""
+        assert self.segment is not None
+        idx.write_atomic(self.log.pending_path, b"%d %d\n" % (self.segment.base, self.end), self.fsync != "never")
+        self._marked = True
+
+    def _commit(self) -> None:
+        """The commit point of a multi-record write: its marker goes."""
+        if self._marked:
+            if self.fsync != "never":
+                for seg in self._created[:-1]:  # sealed during this write; the last one is self.fd
+                    _fsync_path(seg.path)
+            self.log.pending_path.unlink()
+            if self.fsync != "never":
+                idx.fsync_dir(self.log.segments_dir)
+            self._marked = False
+
     def _flush(self) -> None:
+        if self._buf and self._needs_mark and not self._marked:
+            self._mark()
         if self._buf:
             data = b"".join(self._buf)
             view = memoryview(data)
@@ -645,6 +718,8 @@ class Writer:
             self._index_buf = []
 
     def _seal(self) -> None:
+        if self._needs_mark and not self._marked:
+            self._mark()
         if self.fsync != "never" and self.dirty:
             os.fsync(self.fd)
         self.dirty = False
@@ -671,4 +746,59 @@ class Writer:
         self._buf, self._buffered, self._index_buf = [], 0, []
         self.segment = None
         self.recent_ids = None
+        if getattr(self, "_marked", False):
+            self.log.pending_path.unlink(missing_ok=True)
+            self._marked = False
         self.next_offset = next_offset
+
+
+def _fsync_path(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def recover_pending(log: Log) -> list[str]:
+    """Undo the pending multi-record write of a dead writer (call with the append lock held).
+
+    Its bytes go to DIR/quarantine/ first: a segment it created is moved there
+    whole, the part of the segment it began in is copied, then cut off.
+    """
+    pending = log.pending()
+    if pending is None:
+        return []
+    base, pos = pending
+    actions = []
+    qdir = log.dir / "quarantine"
+    qdir.mkdir(exist_ok=True)
+    stamp = time.time_ns()
+    for seg in log.segments():
+        if seg.base > base:
+            keep = qdir / f"{seg.name}.{stamp}.uncommitted"
+            os.replace(seg.path, keep)  # the data file first: readers list segments by it
+            seg.index_path.unlink(missing_ok=True)
+            seg.time_path.unlink(missing_ok=True)
+            actions.append(f"moved {seg.name}, written by an interrupted batch, to {keep}")
+        elif seg.base == base:
+            with open(seg.path, "r+b") as f:
+                size = os.fstat(f.fileno()).st_size
+                if size > pos:
+                    keep = qdir / f"{seg.name}.{pos}.{stamp}.uncommitted"
+                    with open(keep, "wb") as out:
+                        out.write(os.pread(f.fileno(), size - pos, pos))
+                        out.flush()
+                        os.fsync(out.fileno())
+                    f.truncate(pos)
+                    os.fsync(f.fileno())
+                    actions.append(f"cut {size - pos} bytes of an interrupted batch from {seg.name} into {keep}")
+                seg.rebuild_index(f.fileno(), write=True)
+    idx.fsync_dir(qdir)
+    idx.fsync_dir(log.segments_dir)
+    log.pending_path.unlink(missing_ok=True)  # last: until here, readers keep ignoring those bytes
+    idx.fsync_dir(log.segments_dir)
+    return actions

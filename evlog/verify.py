@@ -18,7 +18,7 @@ import msgspec
 
 from evlog import index as idx
 from evlog.framing import classify
-from evlog.log import Log
+from evlog.log import Log, recover_pending
 from evlog.segment import Segment
 from evlog.units import time_to_us
 
@@ -57,8 +57,9 @@ def verify(log: Log, repair: bool = False) -> Report:
     if not repair:
         return _check(log)
     with log.lock():
+        actions = recover_pending(log)  # an interrupted batch of a dead writer: set aside first
         before = _check(log)
-        actions = _repair(log, before)
+        actions += _repair(log, before)
         after = _check(log)
     after.repaired = actions
     after.warnings = [w for w in after.warnings if "incomplete last record" not in w]
@@ -68,11 +69,18 @@ def verify(log: Log, repair: bool = False) -> Report:
 def _check(log: Log, scans: dict[str, _SegmentScan] | None = None) -> Report:
     report = Report()
     segs = log.segments()
+    pending = log.pending()
+    if pending is not None:
+        report.warnings.append(
+            f"an unfinished batch begins in segment {pending[0]:020d} at byte {pending[1]}: its records are "
+            "not part of the log (the next append or verify --repair sets them aside)")
+        segs = [s for s in segs if s.base <= pending[0]]
     report.segments = len(segs)
     prev_offset = -1
     prev_time = ""
     for i, seg in enumerate(segs):
-        scan = _scan(log, seg, i == len(segs) - 1, report, prev_offset, prev_time)
+        stop = pending[1] if pending is not None and seg.base == pending[0] else None
+        scan = _scan(log, seg, i == len(segs) - 1, report, prev_offset, prev_time, stop)
         if scans is not None:
             scans[seg.name] = scan
         report.records += scan.records
@@ -82,11 +90,12 @@ def _check(log: Log, scans: dict[str, _SegmentScan] | None = None) -> Report:
 
 
 def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: int,
-          prev_time: str) -> _SegmentScan:
+          prev_time: str, stop: int | None = None) -> _SegmentScan:
+    """Check one segment (up to `stop`, where an unfinished batch begins, whose index is left alone)."""
     codec = log.codec
     fd = seg.open()
     try:
-        size = os.fstat(fd).st_size
+        size = os.fstat(fd).st_size if stop is None else stop
         loaded = seg.load_index()
         entries: dict[int, tuple[int, int]] = {}
         times: dict[int, int] = {}
@@ -98,7 +107,9 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
             index_ok = len(entries) == len(offsets) and len(times) == len(tindex)
         elif size:
             report.warnings.append(f"{seg.name}: index files missing or unreadable (they are rebuilt on use)")
-        state = seg.index_problem(fd, loaded) if loaded is not None else None
+        state = seg.index_problem(fd, loaded) if loaded is not None and stop is None else None
+        if stop is not None:
+            loaded = None  # it indexes the unfinished batch too; the writer that sets it aside rebuilds it
         if state == "stale" and is_last:
             report.warnings.append(f"{seg.name}: index files lag behind the records (a writer stopped between "
                                    "the two; the next append catches up)")
@@ -110,7 +121,7 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
         matched = 0
         pos = 0
         while True:
-            reader = seg.frames(fd, pos)
+            reader = seg.frames(fd, pos, stop)
             run_start = None
             for p, frame in reader:
                 off, _, t = codec.head(frame)
