@@ -41,7 +41,6 @@ HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SU
                 "EVLOG_TIME", "EVLOG_ATTEMPT", "EVLOG_DIR", "EVLOG_GROUP", "EVLOG_FIRST_OFFSET",
                 "EVLOG_LAST_OFFSET", "EVLOG_COUNT", "EVLOG_HOOK")
 CHECKPOINT_EVERY = 0.2  # seconds between checkpoint saves while events flow
-FEED_CHUNK = 1024
 
 
 @dataclass
@@ -126,6 +125,7 @@ class _Task:
     keys: frozenset[str]
     done: bool = False
     marker: bool = False   # only moves the position (events that did not match)
+    end: int = 0           # the position once this task is done: past the records it covers
 
 
 @dataclass
@@ -145,7 +145,10 @@ class Consumer:
                  progress: Callable[[Summary], None] | None = None,
                  out_fd: int = 1, err_fd: int = 2) -> None:
         self.log, self.opts = log, options
-        self.match = (flt or Filter()).compile(log.codec)
+        self.select = (flt or Filter()).compile_chunk(log.codec)
+        from evlog.output import renderer_many
+
+        self.as_json = renderer_many("json", log.codec)
         self.group, self.hook = group, hook
         self.checkpoint_name = group if hook is None else f"hook.{hook}"
         self.rng = rng or Range()
@@ -183,35 +186,54 @@ class Consumer:
         return None
 
     def _feed(self, out: queue.Queue[Any]) -> None:
-        """Feeder thread: chunks of (offset, frame) and an end marker."""
+        """Feeder thread: (frames, end) items, each a task's matching frames (at most `batch`, maybe none)
+        and the offset after the last record the item covers; then ("end", offset) or ("error", e)."""
         try:
             offset_of = self.log.codec.offset  # type: ignore[attr-defined]
+            select = self.select
+            batch = self.opts.batch
             saved = self.start_position()
             r = self.rng
             reader = self.log.reader()
             if saved is not None:
-                frames = reader.frames(start=saved, to=r.to, until_us=r.until_us)
+                chunks = reader.chunks(start=saved, to=r.to, until_us=r.until_us)
             else:
-                frames = reader.frames(start=r.start, since_us=r.since_us, last=r.last, to=r.to,
+                chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to,
                                        until_us=r.until_us)
-            chunk: list[tuple[int, bytes]] = []
-            next_offset = saved
-            for frame in frames:
+            pending: list[bytes] = []
+
+            def take(chunk: list[bytes], flush: bool) -> None:
+                nonlocal pending
+                matched = chunk if select is None else select(chunk)
+                i = 0
+                while len(pending) + len(matched) - i >= batch:
+                    n = batch - len(pending)
+                    pending.extend(matched[i:i + n])
+                    i += n
+                    out.put((pending, offset_of(pending[-1]) + 1))
+                    pending = []
+                pending.extend(matched[i:])
+                if flush and pending:
+                    out.put((pending, offset_of(pending[-1]) + 1))
+                    pending = []
+                if not pending:  # events that did not match still move the checkpoint
+                    out.put(([], offset_of(chunk[-1]) + 1))
+
+            for chunk in chunks:
                 if self.stop.is_set():
                     return
-                chunk.append((offset_of(frame), frame))
-                if len(chunk) >= FEED_CHUNK:
-                    out.put(chunk)
-                    chunk = []
-            if chunk:
-                out.put(chunk)
-            next_offset = max(reader.next_offset, next_offset or 0, r.start or 0)
+                if chunk:
+                    take(chunk, flush=False)
+            if pending:
+                out.put((pending, offset_of(pending[-1]) + 1))
+                pending = []
+            next_offset = max(reader.next_offset, saved or 0, r.start or 0)
             if self.follow and r.to is None and r.until_us is None:
                 from evlog.follow import Follower
 
                 follower = Follower(self.log, next_offset)
-                for batch in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-                    out.put([(offset_of(f), f) for f in batch])
+                for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+                    take(frames, flush=True)  # following: deliver what arrived
             out.put(("end", next_offset))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             out.put(("error", e))
@@ -233,7 +255,6 @@ class Consumer:
         last_save = time.monotonic()
         feeding = True
         failure: BaseException | None = None
-        pending_batch: list[tuple[int, bytes]] = []
         opts = self.opts
         workers: list[threading.Thread] = []
         interrupted: BaseException | None = None
@@ -245,33 +266,20 @@ class Consumer:
                         item = feed.get(timeout=0 if (running or waiting) else 0.1)
                     except queue.Empty:
                         break
-                    if isinstance(item, tuple):
+                    if isinstance(item[0], str):
                         if item[0] == "error":
                             raise item[1]
                         feeding = False
-                        end = item[1]
-                        if pending_batch:
-                            self._add_task(pending_batch, order, waiting)
-                            pending_batch = []
-                        order.append(_Task(end - 1, end - 1, [], frozenset(), done=True, marker=True))
+                        order.append(_Task(item[1] - 1, item[1] - 1, [], frozenset(), done=True, marker=True,
+                                           end=item[1]))
                         break
-                    for off, frame in item:
-                        if self.match is None or self.match(frame):
-                            pending_batch.append((off, frame))
-                            if len(pending_batch) >= opts.batch:
-                                self._add_task(pending_batch, order, waiting)
-                                pending_batch = []
-                        else:
-                            if pending_batch:
-                                self._add_task(pending_batch, order, waiting)
-                                pending_batch = []
-                            if order and order[-1].marker:
-                                order[-1].last = off  # runs of skipped events share one marker
-                            else:
-                                order.append(_Task(off, off, [], frozenset(), done=True, marker=True))
-                    if pending_batch and self.follow and feed.empty():
-                        self._add_task(pending_batch, order, waiting)  # following: deliver what arrived
-                        pending_batch = []
+                    frames, end = item
+                    if frames:
+                        self._add_task(frames, end, order, waiting)
+                    elif order and order[-1].marker:
+                        order[-1].end = end  # runs of skipped events share one marker
+                    else:
+                        order.append(_Task(end - 1, end - 1, [], frozenset(), done=True, marker=True, end=end))
                 # 2. start what may start
                 if not self.stop.is_set() and failure is None:
                     self._start_ready(waiting, running, done_q, workers)
@@ -298,7 +306,7 @@ class Consumer:
                             result = None
                 # 5. move the checkpoint over the finished prefix
                 while order and order[0].done:
-                    position = order.popleft().last + 1
+                    position = order.popleft().end
                 if self.checkpoint_name and not opts.dry_run and position is not None \
                         and position != saved_position and time.monotonic() - last_save >= CHECKPOINT_EVERY:
                     self.groups.set(self.checkpoint_name, position)
@@ -312,7 +320,7 @@ class Consumer:
         finally:
             self.stop.set()
             while order and order[0].done:
-                position = order.popleft().last + 1
+                position = order.popleft().end
             if self.checkpoint_name and not opts.dry_run and position is not None and position != saved_position:
                 self.groups.set(self.checkpoint_name, position)
             self.summary.position = position
@@ -323,15 +331,15 @@ class Consumer:
             raise failure
         return self.summary
 
-    def _add_task(self, events: list[tuple[int, bytes]], order: deque[_Task], waiting: deque[_Task]) -> None:
-        frames = [f for _, f in events]
-        keys = frozenset(k for k in (self._key(f) for f in frames) if k is not None)
-        task = _Task(events[0][0], events[-1][0], frames, keys)
+    def _add_task(self, frames: list[bytes], end: int, order: deque[_Task], waiting: deque[_Task]) -> None:
+        codec = self.log.codec
+        keys: frozenset[str] = frozenset()
+        if self.opts.concurrency > 1:  # keys only matter when tasks may run side by side
+            keys = frozenset(k for k in (codec.record(f).key for f in frames) if k is not None)
+        offset_of = codec.offset  # type: ignore[attr-defined]
+        task = _Task(offset_of(frames[0]), offset_of(frames[-1]), frames, keys, end=end)
         order.append(task)
         waiting.append(task)
-
-    def _key(self, frame: bytes) -> str | None:
-        return self.log.codec.record(frame).key if self.opts.concurrency > 1 else None
 
     def _start_ready(self, waiting: deque[_Task], running: dict[int, _Task], done_q: queue.Queue[_Result],
                      workers: list[threading.Thread]) -> None:
@@ -359,7 +367,7 @@ class Consumer:
     def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
         """Worker thread: run the handler with retries; report the last outcome."""
         opts = self.opts
-        stdin = b"".join(self.log.codec.json(f) + b"\n" for f in task.frames)
+        stdin = self.as_json(task.frames)
         attempt = 0
         outcome: runner.Outcome | None = None
         try:
