@@ -166,10 +166,7 @@ class Segment:
         return 0
 
     def first_time_us(self, fd: int, write: bool) -> int | None:
-        """Time of the first record, or None for an empty segment."""
-        offsets, times = self.index_for(fd, write)
-        if len(times) and self.entry_ok(fd, offsets[0], times[0][0]):
-            return times[0][0]
+        """Time of the first record (at position 0: no index needed), or None for an empty segment."""
         frame = self.first_frame(fd, 0)
         return None if frame is None else time_to_us(self.codec.head(frame)[2])
 
