@@ -824,7 +824,7 @@ def dlq_retry(
     """
     from evlog import consumers
 
-    ids, command = _ids_and_command(ctx, args)
+    ids, command = _ids_and_command(args)
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
     report = consumers.retry(
@@ -838,7 +838,7 @@ def dlq_retry(
         raise typer.Exit(ExitCode.PARTIAL)
 
 
-def _ids_and_command(ctx: typer.Context, args: list[str] | None) -> tuple[list[int], list[str] | None]:
+def _ids_and_command(args: list[str] | None) -> tuple[list[int], list[str] | None]:
     """DLQ_IDs before `--`, the COMMAND after it (click keeps `--` out of args, so read argv)."""
     raw = list(args or [])
     argv = _invocation

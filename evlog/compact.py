@@ -184,7 +184,7 @@ class _Compaction:
         pending = self.log.pending()
         if pending is not None:  # a batch is being written from this segment on: not ours to touch
             sealed = [i for i in sealed if i.seg.base < pending[0]]
-        doomed = self._retention(sealed, active, before)
+        doomed = self._retention(sealed, before)
         kept = [i for i in sealed if i not in doomed]
         total_steps = len(doomed) + (2 * len(kept) if self.plan.keys else 0)
         done = 0
@@ -241,7 +241,7 @@ class _Compaction:
         last_us = time_to_us(tail.last_time) if tail.last_time else None
         return _Seg(seg, tail.count, size, files, last_us)
 
-    def _retention(self, sealed: list[_Seg], active: _Seg, before: Stats) -> list[_Seg]:
+    def _retention(self, sealed: list[_Seg], before: Stats) -> list[_Seg]:
         """Sealed segments to delete, oldest first."""
         plan = self.plan
         doomed: list[_Seg] = []

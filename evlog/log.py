@@ -327,7 +327,7 @@ class Reader:
             mid = (lo + hi) // 2
             fd = segs[mid].open()
             try:
-                first = segs[mid].first_time_us(fd, self._may_write(mid))
+                first = segs[mid].first_time_us(fd)
             finally:
                 os.close(fd)
             if first is not None and first < t_us:

@@ -65,7 +65,7 @@ def _write_all(fd: int, data: bytes) -> None:
 
 
 def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | None,
-        max_memory: int | None = None, stop: threading.Event | None = None,
+        max_memory: int | None = None,
         out_fd: int = 1, err_fd: int = 2) -> Outcome:
     """Run the handler once with `stdin` as its input."""
     started = time.monotonic()

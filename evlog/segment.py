@@ -165,7 +165,7 @@ class Segment:
             offsets, times = self.rebuild_index(fd, write)  # that entry was false
         return 0
 
-    def first_time_us(self, fd: int, write: bool) -> int | None:
+    def first_time_us(self, fd: int) -> int | None:
         """Time of the first record (at position 0: no index needed), or None for an empty segment."""
         frame = self.first_frame(fd, 0)
         return None if frame is None else time_to_us(self.codec.head(frame)[2])

@@ -58,8 +58,7 @@ def verify(log: Log, repair: bool = False) -> Report:
         return _check(log)
     with log.lock():
         actions = recover_pending(log)  # an interrupted batch of a dead writer: set aside first
-        before = _check(log)
-        actions += _repair(log, before)
+        actions += _repair(log)
         after = _check(log)
     after.repaired = actions
     after.warnings = [w for w in after.warnings if "incomplete last record" not in w]
@@ -177,7 +176,7 @@ def _scan(log: Log, seg: Segment, is_last: bool, report: Report, prev_offset: in
         os.close(fd)
 
 
-def _repair(log: Log, report: Report) -> list[str]:
+def _repair(log: Log) -> list[str]:
     scans: dict[str, _SegmentScan] = {}
     _check(log, scans)
     actions: list[str] = []

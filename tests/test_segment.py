@@ -113,7 +113,7 @@ def seek_results(seg, times, write=False):
         probes = [times[0] - 1, *times, *(t + 1 for t in times), times[-1] + 10**6]
         by_time = [seg.seek_time(fd, t, write) for t in probes]
         chunks = seg.chunk_starts(fd, write)
-        first = seg.first_time_us(fd, write)
+        first = seg.first_time_us(fd)
         tail = seg.tail(fd, write)
         return {"seek_offset": by_offset, "seek_time": by_time, "chunk_starts": chunks, "first_time": first,
                 "tail": (tail.end, tail.bad, tail.count, tail.last_offset, tail.last_time)}
@@ -253,7 +253,7 @@ def test_an_empty_segment_has_no_entries_and_an_empty_tail(tmp_path, fmt):
         assert seg.seek_offset(fd, 5, False) == 0
         assert seg.seek_time(fd, T0, False) == 0
         assert seg.chunk_starts(fd, False) == [(seg.base, 0)]
-        assert seg.first_time_us(fd, False) is None
+        assert seg.first_time_us(fd) is None
         tail = seg.tail(fd, False)
     finally:
         os.close(fd)
