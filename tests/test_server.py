@@ -33,9 +33,9 @@ from server_helpers import (
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from evlog.server import RING_EVENTS, STALL_SECONDS
+from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS
 
-BURST = 30_000  # events in one burst: more than the server's ring holds
+BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 
 CLIENTS = "evlog_clients_connected"
 SENT = "evlog_events_sent_total"
@@ -437,8 +437,8 @@ def test_a_stalled_client_is_closed_with_1013_and_healthy_clients_get_every_even
     clients beside it get every event, and the server's memory does not grow with what the stalled clients miss."""
     cli.ok("init")
     server = start_server(spawn)
-    assert BURST > RING_EVENTS
     burst, step, pad = BURST, BURST // 12, 2048
+    assert burst * pad > RING_BYTES, "the burst must be more than the server's ring holds"
     healthy = [clients.reader(clients.connect(server), expect=2 * burst, timeout=240) for _ in range(2)]
     stalled = clients.stalled(server)
     server.wait_metric(CLIENTS, 3)
