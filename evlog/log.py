@@ -588,7 +588,7 @@ class Writer:
         """Append the items (see Codec.item) in order, all or nothing; known ids are skipped.
 
         Items are framed in runs of APPEND_RUN; a run with no caller's id is
-        framed in one comprehension, the hot path of `append --batch`.
+        framed at once by Codec.framer, the hot path of `append --batch`.
         """
         t_us = max(now_us(), self.last_time_us)
         time_str = format_time(t_us)
@@ -689,10 +689,7 @@ class Writer:
 
     def _commit(self) -> None:
         """The commit point of a multi-record write: its marker goes."""
-        if self._marked:
-            if self.fsync != "never":
-                for seg in self._created[:-1]:  # sealed during this write; the last one is self.fd
-                    _fsync_path(seg.path)
+        if self._marked:  # (segments sealed during the write were fsynced as they were sealed)
             self.log.pending_path.unlink()
             if self.fsync != "never":
                 idx.fsync_dir(self.log.segments_dir)
@@ -750,17 +747,6 @@ class Writer:
             self.log.pending_path.unlink(missing_ok=True)
             self._marked = False
         self.next_offset = next_offset
-
-
-def _fsync_path(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def recover_pending(log: Log) -> list[str]:
