@@ -245,6 +245,16 @@ def append(
         _write_out(b"%d\n" % offset)
 
 
+def _rows_out(rows: list[dict[str, Any]], json_: bool, line: Any) -> None:
+    """A JSON array with --json, else one text line per row."""
+    if json_:
+        import msgspec
+
+        _write_out(msgspec.json.encode(rows) + b"\n")
+    else:
+        sys.stdout.write("".join(line(r) + "\n" for r in rows))
+
+
 def _write_out(data: bytes | None) -> None:
     if data:
         sys.stdout.buffer.write(data)
@@ -532,14 +542,8 @@ def groups_list(
     """
     from evlog import consumers
 
-    rows = consumers.group_rows(_state(ctx).log())
-    if json_:
-        import msgspec
-
-        _write_out(msgspec.json.encode(rows) + b"\n")
-        return
-    for r in rows:
-        sys.stdout.write(f"{r['name']}\tposition {r['position']}\tlag {r['lag']}\n")
+    _rows_out(consumers.group_rows(_state(ctx).log()), json_,
+              lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")
 
 
 @groups_app.command("reset")
@@ -647,20 +651,15 @@ def hooks_list(
     """
     from evlog import consumers
 
-    rows = consumers.hook_rows(_state(ctx).log())
-    if json_:
-        import msgspec
+    _rows_out(consumers.hook_rows(_state(ctx).log()), json_, _hook_line)
 
-        _write_out(msgspec.json.encode(rows) + b"\n")
-        return
-    for r in rows:
-        state = "paused" if r["paused"] else "active"
-        filters = " ".join(f"--{k.rstrip('s')} {shlex.quote(v)}" if isinstance(v, str) else
-                           " ".join(f"--type {shlex.quote(t)}" for t in v) for k, v in r["filters"].items())
-        sys.stdout.write(
-            f"{r['name']}\t{state}\t{filters or 'all events'}\tposition {r['position']}\tlag {r['lag']}\t"
-            f"dead letters {r['dead_letters']}\t{shlex.join(r['command'])}\n"
-        )
+
+def _hook_line(r: dict[str, Any]) -> str:
+    state = "paused" if r["paused"] else "active"
+    filters = " ".join(f"--{k.rstrip('s')} {shlex.quote(v)}" if isinstance(v, str) else
+                       " ".join(f"--type {shlex.quote(t)}" for t in v) for k, v in r["filters"].items())
+    return (f"{r['name']}\t{state}\t{filters or 'all events'}\tposition {r['position']}\tlag {r['lag']}\t"
+            f"dead letters {r['dead_letters']}\t{shlex.join(r['command'])}")
 
 
 @hooks_app.command("show")
