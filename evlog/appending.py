@@ -7,8 +7,9 @@ from pathlib import Path
 import msgspec
 
 from evlog.diag import diag
-from evlog.errors import InvalidEvent, UsageError
+from evlog.errors import EvlogError, InvalidEvent, UsageError
 from evlog.event import Validator
+from evlog.framing import codec_for
 from evlog.log import Log
 from evlog.settings import Settings
 
@@ -20,6 +21,21 @@ def _open_or_create(directory: Path) -> Log:
     if Log.settings_path(directory).is_file():
         return Log.open(directory)
     return Log.create(directory, Settings(), exist_ok=True)
+
+
+def _validator_for(directory: Path, source: str | None) -> tuple[Validator, Log | None]:
+    """A validator for the log at `directory` (and the log), or for a new log with default settings."""
+    log = Log.open(directory) if Log.settings_path(directory).is_file() else None
+    settings = log.settings if log is not None else Settings()
+    return Validator(codec_for(settings.format), settings.max_event_bytes, source or DEFAULT_SOURCE), log
+
+
+def _created_like(directory: Path, validator: Validator) -> Log:
+    """Create the missing log (SPEC 3); items validated for the default format must still fit it."""
+    log = _open_or_create(directory)
+    if log.codec is not validator.codec:
+        raise EvlogError(f"the log at {directory} was created meanwhile as {log.codec.name}; run again")
+    return log
 
 
 def _validator(log: Log, source: str | None) -> Validator:
@@ -68,13 +84,9 @@ def payload(fields: list[str], data: str | None) -> msgspec.Raw:
 def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
         source: str | None, id_: str | None) -> tuple[Log, int]:
     """Append one event; returns the log and its offset (the earlier one for a known --id)."""
-    from evlog.event import type_problem
-
-    problem = type_problem(type_)
-    if problem:  # checked before the log is created: invalid input writes nothing
-        raise InvalidEvent(problem)
-    log = _open_or_create(directory)
-    item = _validator(log, source).item(type_, data, key, subject, source, id_)
+    validator, log = _validator_for(directory, source)
+    item = validator.item(type_, data, key, subject, source, id_)  # before a log is created
+    log = log or _created_like(directory, validator)
     with log.writer() as w:
         result = w.append([item])
     assert result.first_item is not None
@@ -101,9 +113,11 @@ def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
     """`append --batch`: validate all of stdin, then append it in one locked write."""
     from evlog.ingest import Spool, read_batch
 
-    log = _open_or_create(directory)
-    spool = read_batch(fd, _validator(log, source), Spool(log.dir, log.codec))
+    validator, log = _validator_for(directory, source)
+    # Invalid input writes nothing, not even a new log: validate before creating one.
+    spool = read_batch(fd, validator, Spool(directory if log is not None else None, validator.codec))
     try:
+        log = log or _created_like(directory, validator)
         if not len(spool):
             return BatchSummary(0, None, None, 0)
         with log.writer() as w:

@@ -33,7 +33,7 @@ class Spool:
     read back in large blocks; MessagePack items are length-prefixed.
     """
 
-    def __init__(self, directory: Path, codec: Codec, memory_limit: int = SPOOL_MEMORY) -> None:
+    def __init__(self, directory: Path | None, codec: Codec, memory_limit: int = SPOOL_MEMORY) -> None:
         self.directory, self.memory_limit = directory, memory_limit
         self.lined = codec.name == "jsonl"
         self.items: list[bytes] = []

@@ -303,6 +303,18 @@ def test_batch_is_all_or_nothing(cli: Evlog) -> None:
     assert {p.name: p.read_bytes() for p in segment_files(cli.dir)} == before
 
 
+def test_invalid_input_on_a_missing_log_creates_no_log(cli: Evlog) -> None:
+    """Invalid input writes nothing, not even the log that `append` would have created."""
+    r = cli("append", "--batch", input='{"type": "ok"}\n{broken\n')
+    assert_one_error(r, 4, "line 2")
+    assert_one_error(cli("append", "has space"), 4, "")
+    assert_one_error(cli("append", "t", "--id", "x" * 300), 4, "")
+    assert_one_error(cli("append", "--batch", input='{"type": "t", "key": "a\\u0000b"}\n'), 4, "line 1")
+    assert not cli.dir.exists()
+    cli.ok("append", "--batch", input='{"type": "ok"}\n')
+    assert offsets(cli.records()) == [0]
+
+
 def test_batch_error_names_the_first_bad_line_and_counts_the_others(cli: Evlog) -> None:
     """With several bad lines the error names the first one and counts the others."""
     cli.ok("init")
