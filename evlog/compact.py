@@ -282,7 +282,7 @@ class _Compaction:
 
     def _key_info(self) -> Callable[[bytes], tuple[int, str | None, str, bool]]:
         """frame -> (offset, key, time, is a tombstone)."""
-        offset_of = self.codec.offset  # type: ignore[attr-defined]
+        offset_of = self.codec.offset
         if self.codec.name == "jsonl":
             dec = msgspec.json.Decoder(_KeyInfo).decode
 

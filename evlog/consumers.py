@@ -48,7 +48,7 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     elif to_start:
         position = 0
     else:
-        position = next((log.codec.offset(f) for f in log.read(since_us=to_time_us)),  # type: ignore[attr-defined]
+        position = next((log.codec.offset(f) for f in log.read(since_us=to_time_us)),
                         log.next_offset())
     groups.set(name, position)
     return position

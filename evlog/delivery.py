@@ -189,7 +189,7 @@ class Consumer:
         """Feeder thread: (frames, end) items, each a task's matching frames (at most `batch`, maybe none)
         and the offset after the last record the item covers; then ("end", offset) or ("error", e)."""
         try:
-            offset_of = self.log.codec.offset  # type: ignore[attr-defined]
+            offset_of = self.log.codec.offset
             select = self.select
             batch = self.opts.batch
             saved = self.start_position()
@@ -336,7 +336,7 @@ class Consumer:
         keys: frozenset[str] = frozenset()
         if self.opts.concurrency > 1:  # keys only matter when tasks may run side by side
             keys = frozenset(k for k in (codec.record(f).key for f in frames) if k is not None)
-        offset_of = codec.offset  # type: ignore[attr-defined]
+        offset_of = codec.offset
         task = _Task(offset_of(frames[0]), offset_of(frames[-1]), frames, keys, end=end)
         order.append(task)
         waiting.append(task)

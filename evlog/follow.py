@@ -69,7 +69,7 @@ class Follower:
     def poll(self) -> list[bytes]:
         """Frames appended (and committed) since the last poll (possibly none)."""
         out: list[bytes] = []
-        offset_of = self.codec.offset  # type: ignore[attr-defined]
+        offset_of = self.codec.offset
         while True:
             segs = self.log.segments()
             pending = self.log.pending()  # a multi-record write in progress: not past its start

@@ -136,6 +136,10 @@ class Codec:
         """(offset, id, time) of a valid frame, without decoding its data."""
         raise NotImplementedError
 
+    def offset(self, frame: bytes) -> int:
+        """The offset of a valid frame, as cheaply as the format allows."""
+        raise NotImplementedError
+
     def json(self, frame: bytes) -> bytes:
         """The record as one compact JSON object (no newline)."""
         return _json_encode(self.record(frame))

@@ -241,7 +241,7 @@ class Reader:
         if not segs:
             return
         codec = self.codec
-        offset_of = codec.offset  # type: ignore[attr-defined]
+        offset_of = codec.offset
         time_of = _time_getter(codec)
         until = format_time(until_us) if until_us is not None else None
         since = format_time(since_us) if since_us is not None else None
@@ -311,7 +311,7 @@ class Reader:
         size = os.fstat(fd).st_size
         if is_last and classify(self.codec, fd, bad, size) is None:
             return
-        prev_offset = self.codec.offset(prev) if prev is not None else None  # type: ignore[attr-defined]
+        prev_offset = self.codec.offset(prev) if prev is not None else None
         raise corruption(self.codec, seg.name, fd, bad, prev_offset, seg.base)
 
     def _may_write(self, i: int) -> bool:
@@ -349,7 +349,7 @@ class Reader:
         segment walked again.
         """
         segs = self.segments
-        offset_of = self.codec.offset  # type: ignore[attr-defined]
+        offset_of = self.codec.offset
         for i in range(len(segs) - 1, -1, -1):
             seg = segs[i]
             try:
@@ -416,7 +416,7 @@ class Reader:
             if damage is not None:
                 raise damage
             if end is None and frames:
-                end = self.codec.offset(frames[-1][1]) + 1  # type: ignore[attr-defined]
+                end = self.codec.offset(frames[-1][1]) + 1
             if n <= 0:
                 break
             chosen = [f for _, f in frames if match is None or match(f)]

@@ -276,7 +276,7 @@ class Hub:
         from evlog.follow import Follower
 
         follower = Follower(self.log, self.next_offset)
-        offset_of = self.log.codec.offset  # type: ignore[attr-defined]
+        offset_of = self.log.codec.offset
         to_json = self.log.codec.json
         try:
             for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
@@ -425,14 +425,14 @@ class StreamServer:
             return int(q.start)
         if q.since_us is not None or q.last is not None:
             first = next(iter(self.log.read(since_us=q.since_us, last=q.last)), None)
-            return self.log.codec.offset(first) if first is not None else self.hub.next_offset  # type: ignore
+            return self.log.codec.offset(first) if first is not None else self.hub.next_offset
         return self.hub.next_offset
 
     def _read_chunk(self, start: int) -> list[Entry]:
         codec = self.log.codec
         out = []
         for frame in self.log.read(start=start):
-            out.append((codec.offset(frame), frame, codec.json(frame)))  # type: ignore[attr-defined]
+            out.append((codec.offset(frame), frame, codec.json(frame)))
             if len(out) >= BACKLOG_CHUNK:
                 break
         return out
