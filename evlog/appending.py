@@ -16,13 +16,6 @@ from evlog.settings import Settings
 DEFAULT_SOURCE = "evlog"
 
 
-def _open_or_create(directory: Path) -> Log:
-    """SPEC 3: `append` creates a missing log with default settings."""
-    if Log.settings_path(directory).is_file():
-        return Log.open(directory)
-    return Log.create(directory, Settings(), exist_ok=True)
-
-
 def _validator_for(directory: Path, source: str | None) -> tuple[Validator, Log | None]:
     """A validator for the log at `directory` (and the log), or for a new log with default settings."""
     log = Log.open(directory) if Log.settings_path(directory).is_file() else None
@@ -31,15 +24,12 @@ def _validator_for(directory: Path, source: str | None) -> tuple[Validator, Log 
 
 
 def _created_like(directory: Path, validator: Validator) -> Log:
-    """Create the missing log (SPEC 3); items validated for the default format must still fit it."""
-    log = _open_or_create(directory)
+    """SPEC 3: `append` creates a missing log with default settings; items validated for the
+    default format must still fit it (another process may have created it meanwhile)."""
+    log = Log.create(directory, Settings(), exist_ok=True)
     if log.codec is not validator.codec:
         raise EvlogError(f"the log at {directory} was created meanwhile as {log.codec.name}; run again")
     return log
-
-
-def _validator(log: Log, source: str | None) -> Validator:
-    return Validator(log.codec, log.settings.max_event_bytes, source or DEFAULT_SOURCE)
 
 
 def payload(fields: list[str], data: str | None) -> msgspec.Raw:
@@ -131,8 +121,8 @@ def stream(directory: Path, fd: int, source: str | None) -> int:
     """`append --stream`: commit the lines that arrived together as one group; returns bad lines."""
     from evlog.ingest import lines
 
-    log = _open_or_create(directory)
-    validator = _validator(log, source)
+    validator, log = _validator_for(directory, source)
+    log = log or _created_like(directory, validator)
     number = bad = 0
     for group in lines(fd):
         items = []

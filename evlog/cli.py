@@ -394,6 +394,13 @@ CommandArg = Annotated[
 ]
 
 
+TimeoutOpt = Annotated[
+    str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
+]
+RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")]
+
+
 def _duration(what: str, text: str) -> float:
     from evlog.units import parse_duration
 
@@ -446,15 +453,13 @@ def replay(
     group: Annotated[
         str | None, typer.Option("--group", metavar="NAME", help="Keep a durable checkpoint under this name.")
     ] = None,
-    retries: Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")] = 3,
+    retries: RetriesOpt = 3,
     backoff: Annotated[
         str, typer.Option("--backoff", metavar="DURATION", help="First retry delay (doubles, with jitter).")
     ] = "0.5s",
     max_backoff: Annotated[str, typer.Option("--max-backoff", metavar="DURATION", help="Longest retry delay.")] = "30s",
-    timeout: Annotated[
-        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
-    ] = "30s",
-    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")] = 1,
+    timeout: TimeoutOpt = "30s",
+    batch: BatchOpt = 1,
     concurrency: Annotated[
         int, typer.Option("--concurrency", metavar="N", min=1, help="Handlers running at once.")
     ] = 1,
@@ -540,9 +545,10 @@ def groups_list(
 
     Example: evlog groups list --json
     """
-    from evlog import consumers
 
-    _rows_out(consumers.group_rows(_state(ctx).log()), json_,
+    from evlog.stats import group_rows
+
+    _rows_out(group_rows(_state(ctx).log()), json_,
               lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")
 
 
@@ -606,11 +612,9 @@ def hooks_add(
     subject: SubjectOpt = None,
     source: SourceOpt = None,
     where: WhereOpt = None,
-    retries: Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")] = 3,
-    timeout: Annotated[
-        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
-    ] = "30s",
-    batch: Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")] = 1,
+    retries: RetriesOpt = 3,
+    timeout: TimeoutOpt = "30s",
+    batch: BatchOpt = 1,
     from_start: Annotated[bool, typer.Option("--from-start", help="Deliver the existing events too.")] = False,
 ) -> None:
     """Register a handler in hooks.toml; it gets new events only unless --from-start.
@@ -813,9 +817,7 @@ def dlq_retry(
     all_: Annotated[bool, typer.Option("--all", help="Retry every entry (that matches --hook/--group).")] = False,
     hook: HookOpt = None,
     group: GroupOpt = None,
-    timeout: Annotated[
-        str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
-    ] = "30s",
+    timeout: TimeoutOpt = "30s",
 ) -> None:
     """Run entries' handlers again; entries that now succeed are removed, the others stay.
 

@@ -37,6 +37,7 @@ import msgspec
 
 from evlog import index as idx
 from evlog.errors import Busy
+from evlog.framing import RawRecord
 from evlog.log import Log
 from evlog.segment import Segment
 from evlog.units import now_us, time_to_us
@@ -87,17 +88,6 @@ class _KeyInfo(msgspec.Struct, gc=False):
     key: str | None = None
     time: str = ""
     data: msgspec.Raw = msgspec.Raw(b"null")
-
-
-class _KeyInfoArray(msgspec.Struct, gc=False, array_like=True):
-    offset: int
-    id: str
-    time: str
-    type: str
-    source: str
-    subject: str | None
-    key: str | None
-    data: msgspec.Raw
 
 
 @dataclass
@@ -291,7 +281,7 @@ class _Compaction:
                 return offset_of(frame), k.key, k.time, bytes(k.data) == b"null"
 
             return jsonl
-        dec_mp = msgspec.msgpack.Decoder(_KeyInfoArray).decode
+        dec_mp = msgspec.msgpack.Decoder(RawRecord).decode
         null = msgspec.msgpack.encode(None)
 
         def mp(frame: bytes) -> tuple[int, str | None, str, bool]:

@@ -30,12 +30,6 @@ def _registry(log: Log) -> Registry:
 
 # -- groups ----------------------------------------------------------------------------------
 
-def group_rows(log: Log) -> list[dict[str, Any]]:
-    from evlog.stats import group_rows as rows
-
-    return rows(log)
-
-
 def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, to_end: bool,
                 to_start: bool) -> int:
     groups = _groups(log)

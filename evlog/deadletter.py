@@ -62,9 +62,6 @@ class DeadLetters:
                     raise EvlogError(f"{self.path}: line {n} is not valid JSON") from None
         return out
 
-    def count(self) -> int:
-        return len(self.entries())
-
     def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,
             exit_code: int | None, error: str, stderr: bytes, event: Any) -> int:
         """Append one entry durably; returns its dlq_id."""

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from evlog.errors import UsageError
-from evlog.framing import Codec
+from evlog.framing import Codec, RawRecord
 
 Predicate = Callable[[bytes], bool]
 
@@ -47,18 +47,8 @@ class _Meta(msgspec.Struct, gc=False):
     key: str | None = None
 
 
-class _MetaArray(msgspec.Struct, gc=False, array_like=True):
-    offset: int
-    id: str
-    time: str
-    type: str
-    source: str
-    subject: str | None = None
-    key: str | None = None
-
-
 _decode_meta_json = msgspec.json.Decoder(_Meta).decode
-_decode_meta_mp = msgspec.msgpack.Decoder(_MetaArray).decode
+_decode_meta_mp = msgspec.msgpack.Decoder(RawRecord).decode
 _decode_json = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
 _TYPE_MARK = b'","type":'  # in a JSON Lines frame, first found right before the type

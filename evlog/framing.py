@@ -67,6 +67,19 @@ class Record(msgspec.Struct, gc=False):
     data: Any = None
 
 
+class RawRecord(msgspec.Struct, gc=False, array_like=True):
+    """A MessagePack payload's fields, `data` left undecoded (for checks on the other fields)."""
+
+    offset: int
+    id: str
+    time: str
+    type: str
+    source: str
+    subject: str | None
+    key: str | None
+    data: msgspec.Raw
+
+
 class _Head(msgspec.Struct, gc=False):
     offset: int
     id: str

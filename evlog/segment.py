@@ -64,7 +64,7 @@ class Segment:
             return None
         return offsets, times
 
-    def scan_entries(self, fd: int) -> tuple[list[tuple[int, int, int, int]], FrameReader]:
+    def scan_entries(self, fd: int) -> list[tuple[int, int, int, int]]:
         """Index entries (offset, position, ordinal, time µs) for every frame, by reading it all."""
         entries: list[tuple[int, int, int, int]] = []
         reader = self.frames(fd)
@@ -75,11 +75,11 @@ class Segment:
                 off, _, t = head(frame)
                 entries.append((off, pos, ordinal, time_to_us(t)))
                 last_pos = pos
-        return entries, reader
+        return entries
 
     def rebuild_index(self, fd: int, write: bool, fsync: bool = True) -> tuple[Entries, Entries]:
         """Index entries read from the segment itself; written to disk when `write`."""
-        entries, _ = self.scan_entries(fd)
+        entries = self.scan_entries(fd)
         off_data, time_data = self.encode_entries(entries, with_header=True)
         if write:
             try:
