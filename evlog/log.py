@@ -197,8 +197,8 @@ class Reader:
         self.log = log
         self.codec = log.codec
         self.segments = log.segments()
+        self.limit = self._visible_end()  # may drop segments a pending batch is writing
         self.next_offset = self.segments[-1].base if self.segments else 0  # after the last frame read
-        self.limit = self._visible_end()
 
     def _visible_end(self) -> tuple[int, int] | None:
         """(segment base, byte position) readers stop at: the last segment's size as first seen,

@@ -659,3 +659,17 @@ TestJsonlLogMachine = JsonlLogMachine.TestCase
 TestJsonlLogMachine.settings = _machine_settings
 TestMsgpackLogMachine = MsgpackLogMachine.TestCase
 TestMsgpackLogMachine.settings = _machine_settings
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "msgpack"])
+def test_a_pending_batch_hides_its_segments_and_the_reader_ends_before_them(tmp_path: Path, fmt: str) -> None:
+    """While a batch is pending from segment 0, readers see none of it and report the next offset as 0."""
+    log = make_log(tmp_path / "log", fmt, segment_bytes=1024)
+    append_n(log, 40, payload="x" * 100)
+    assert len(log.segments()) > 3
+    log.pending_path.write_text("0 0\n")  # as if the batch that wrote all of this had not committed
+    reader = log.reader()
+    assert [f for chunk in reader.chunks() for f in chunk] == []
+    assert reader.next_offset == 0
+    log.pending_path.unlink()
+    assert offsets(log) == list(range(40))
