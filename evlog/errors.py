@@ -10,6 +10,7 @@ is the one place that turns them into exit codes and one stderr line.
     ├── InvalidEvent                exit 4  an event was rejected; nothing written
     │   └── InvalidLine             exit 4  ... naming the input line
     ├── CorruptionError             exit 5  a bad record (segment, position, offset)
+    │   └── UndecodableRecord       exit 5  ... whose checksum holds but whose fields cannot be decoded
     ├── Busy                        exit 75 a lock is held by someone else
     └── NotAvailable                exit 1  a command this version does not provide yet
 """
@@ -70,6 +71,15 @@ class CorruptionError(EvlogError):
         self.segment, self.position, self.offset, self.problem = segment, position, offset, problem
         at = f"offset {offset}" if offset is not None else "an unknown offset"
         super().__init__(f"corrupt record at {at} (segment {segment}, byte {position}): {problem}")
+
+
+class UndecodableRecord(CorruptionError):
+    """A record that passed its checksum but cannot be decoded (written by an older version, or forged)."""
+
+    def __init__(self, offset: int | None, problem: str) -> None:
+        self.segment, self.position, self.offset, self.problem = "", -1, offset, problem
+        at = f"offset {offset}" if offset is not None else "an unknown offset"
+        EvlogError.__init__(self, f"corrupt record at {at}: {problem} (run `evlog verify`)")
 
 
 class Busy(EvlogError):

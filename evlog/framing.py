@@ -35,7 +35,7 @@ from typing import Any
 
 import msgspec
 
-from evlog.errors import CorruptionError
+from evlog.errors import CorruptionError, UndecodableRecord
 from evlog.ids import uuid7_prefix
 
 CRC_SUFFIX_LEN = 20
@@ -238,7 +238,10 @@ class JsonlCodec(Codec):
         return lines, len(data) - len(tail), bool(final and tail)
 
     def record(self, frame: bytes) -> Record:
-        return _json_record(frame)
+        try:
+            return _json_record(frame)
+        except (msgspec.DecodeError, RecursionError) as e:
+            raise undecodable(self, frame, e) from None
 
     def head(self, frame: bytes) -> tuple[int, str, str]:
         h = msgspec.json.decode(frame, type=_Head)
@@ -312,7 +315,10 @@ class MsgpackCodec(Codec):
         return out, i, bool(final and i < n)
 
     def record(self, frame: bytes) -> Record:
-        return Record(*_mp_record(frame))
+        try:
+            return Record(*_mp_record(frame))
+        except (msgspec.DecodeError, RecursionError) as e:
+            raise undecodable(self, frame, e) from None
 
     def stored(self, frame: bytes) -> bytes:
         return MP_HEADER.pack(MP_MAGIC, len(frame), _crc32(frame)) + frame
@@ -404,6 +410,16 @@ class FrameReader:
             for frame in frames:
                 yield pos, frame
                 pos += len(frame) + overhead
+
+
+def undecodable(codec: Codec, frame: bytes, e: BaseException) -> UndecodableRecord:
+    """The error for a frame whose checksum holds but whose fields cannot be decoded."""
+    try:
+        offset: int | None = codec.offset(frame)
+    except (ValueError, msgspec.MsgspecError):
+        offset = None
+    why = "nested too deeply" if isinstance(e, RecursionError) else str(e)
+    return UndecodableRecord(offset, f"the record cannot be decoded ({why})")
 
 
 def classify(codec: Codec, fd: int, bad: int, size: int) -> int | None:
