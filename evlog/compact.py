@@ -137,7 +137,10 @@ def compact(log: Log, plan: Plan, *, dry_run: bool = False, wait: bool = False,
 
 
 def _clean_leftovers(log: Log) -> None:
-    """Remove what a killed compaction left: temporary files, index files of deleted segments."""
+    """Remove what a killed compaction left (temporary files, index files of deleted segments), and
+    the temporary files of other evlog processes that died."""
+    for d in (log.segments_dir, log.dir, log.dir / "groups"):
+        idx.clean_temporary(d)
     try:
         names = os.listdir(log.segments_dir)
     except FileNotFoundError:
@@ -162,7 +165,9 @@ class _Compaction:
         self.step = _Steps()
 
     def run(self) -> Result:
-        segs = self.log.segments()
+        with self.log.lock():  # a moment with no write under way: every segment but the last is sealed
+            segs = self.log.segments()
+            pending = self.log.pending()
         described = [self._describe(s, i == len(segs) - 1) for i, s in enumerate(segs)]
         infos = [i for i in described if i is not None]
         before = Stats(len(infos), sum(i.count for i in infos), sum(i.files_size for i in infos))
@@ -171,8 +176,7 @@ class _Compaction:
             result.after = before
             return result
         active, sealed = infos[-1], infos[:-1]
-        pending = self.log.pending()
-        if pending is not None:  # a batch is being written from this segment on: not ours to touch
+        if isinstance(pending, tuple):  # a dead writer's batch from this segment on: the next writer's
             sealed = [i for i in sealed if i.seg.base < pending[0]]
         doomed = self._retention(sealed, before)
         kept = [i for i in sealed if i not in doomed]

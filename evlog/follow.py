@@ -71,17 +71,17 @@ class Follower:
         out: list[bytes] = []
         offset_of = self.codec.offset
         while True:
-            segs = self.log.segments()
-            pending = self.log.pending()  # a multi-record write in progress: not past its start
-            if pending is not None:
-                segs = [s for s in segs if s.base <= pending[0]]
+            view = self.log.view()  # as every reader does: never past a pending write
+            segs = view.segments
             if self.segment is None or not self._same_file():
                 self._place(segs)
                 if self.segment is None:
                     return out
             seg = self.segment
             assert seg is not None
-            stop = pending[1] if pending is not None and pending[0] == seg.base else None
+            if view.end is None or seg.base > view.end[0]:
+                return out  # a segment this view does not show (yet): wait for the commit
+            stop = view.end[1] if seg.base == view.end[0] else None
             reader = seg.frames(self.fd, self.pos, stop)
             for frames in reader.chunks():
                 for frame in frames:
@@ -90,8 +90,6 @@ class Follower:
                         out.append(frame)
                         self.next_offset = off + 1
             self.pos = reader.end
-            if stop is not None:
-                return out
             later = [s for s in segs if s.base > seg.base]
             if reader.bad is not None:
                 size = os.fstat(self.fd).st_size

@@ -43,6 +43,7 @@ _BODY = b'{"offset":%d%b%012x%b%b'   # offset, ',"id":"' + id prefix, id counter
 _LINE = b'%b,"crc32":"%08x"}\n'
 _CRC_SUFFIX = b',"crc32":"%08x"}'
 _OFFSET_PREFIX = b'{"offset":'
+_TIME_MARK = b'","time":"'
 
 MP_HEADER = struct.Struct("<HII")
 MP_MAGIC = 0xE71F
@@ -80,12 +81,6 @@ class RawRecord(msgspec.Struct, gc=False, array_like=True):
     data: msgspec.Raw
 
 
-class _Head(msgspec.Struct, gc=False):
-    offset: int
-    id: str
-    time: str
-
-
 class _Peek(msgspec.Struct, gc=False, array_like=True):
     offset: int
     id: str
@@ -94,6 +89,7 @@ class _Peek(msgspec.Struct, gc=False, array_like=True):
 
 _json_encode = msgspec.json.Encoder().encode
 _json_record = msgspec.json.Decoder(Record).decode
+_decode_str = msgspec.json.Decoder(str).decode
 _mp_encode = msgspec.msgpack.Encoder().encode
 _mp_record = msgspec.msgpack.Decoder(tuple[int, str, str, str, str, str | None, str | None, Any]).decode
 _mp_peek = msgspec.msgpack.Decoder(_Peek).decode
@@ -163,6 +159,12 @@ class Codec:
 
     def resync(self, data: bytes, start: int) -> int | None:
         """Index in `data` (>= start) where a valid frame begins, or None."""
+        raise NotImplementedError
+
+    def incomplete(self, data: bytes) -> bool:
+        """Whether `data`, the bytes from a bad frame to the end of a segment, can be what an
+        interrupted write leaves: a frame cut short (or zeros, what a power loss can leave in a
+        file's last blocks). A whole frame that fails its check is corruption, not a torn write."""
         raise NotImplementedError
 
     def guess_offset(self, data: bytes) -> int | None:
@@ -244,8 +246,15 @@ class JsonlCodec(Codec):
             raise undecodable(self, frame, e) from None
 
     def head(self, frame: bytes) -> tuple[int, str, str]:
-        h = msgspec.json.decode(frame, type=_Head)
-        return h.offset, h.id, h.time
+        # Sliced, never decoded whole: the data may be large or deep. The first `","time":"` ends the
+        # id, since a quote inside a JSON string is escaped.
+        comma = frame.index(b",", 10)
+        t = frame.index(_TIME_MARK, comma)
+        try:
+            id_ = _decode_str(frame[comma + 6:t + 1])
+        except msgspec.DecodeError as e:
+            raise undecodable(self, frame, e) from None
+        return int(frame[10:comma]), id_, frame[t + 10:t + 37].decode()
 
     def offset(self, frame: bytes) -> int:
         return int(frame[10:frame.index(b",", 10)])
@@ -264,6 +273,9 @@ class JsonlCodec(Codec):
                 return nl + 1
             nl = data.find(b"\n", nl + 1)
         return None
+
+    def incomplete(self, data: bytes) -> bool:
+        return b"\n" not in data  # the newline is written last: a line that has one is whole
 
     def guess_offset(self, data: bytes) -> int | None:
         if data.startswith(_OFFSET_PREFIX):
@@ -338,6 +350,14 @@ class MsgpackCodec(Codec):
                 return i
             i = data.find(_MP_MAGIC_BYTES, i + 1)
         return None
+
+    def incomplete(self, data: bytes) -> bool:
+        if not data.strip(b"\0"):
+            return True
+        if len(data) < MP_HEADER.size:
+            return _MP_MAGIC_BYTES.startswith(data[:2])
+        magic, length, _ = MP_HEADER.unpack_from(data)
+        return magic == MP_MAGIC and MP_HEADER.size + length > len(data)
 
     def guess_offset(self, data: bytes) -> int | None:
         """The offset at the start of a payload (array header 0x98, then a msgpack uint)."""
@@ -423,14 +443,17 @@ def undecodable(codec: Codec, frame: bytes, e: BaseException) -> UndecodableReco
 
 
 def classify(codec: Codec, fd: int, bad: int, size: int) -> int | None:
-    """Where the next valid frame after the bad one at `bad` starts, or None (a torn tail).
+    """None when the bytes from the bad frame at `bad` to `size` are an incomplete last record (a
+    torn write); else where the damage ends: the next valid frame, or `size`.
 
     Reads the rest of the file at once: it is at most one segment, and this
     only runs on damage.
     """
     data = os.pread(fd, max(0, size - bad), bad)
     found = codec.resync(data, 1)
-    return None if found is None else bad + found
+    if found is not None:
+        return bad + found
+    return None if codec.incomplete(data) else size
 
 
 def corruption(codec: Codec, segment: str, fd: int, bad: int, previous_offset: int | None,

@@ -6,27 +6,38 @@ while input is awaited. Under the lock a writer reads the end of the active
 (last) segment from its last index entry, sets aside and cuts off an
 incomplete last record (a writer killed mid-append), gives each event the
 next offset and a time no earlier than the last record's, and writes whole
-frames with O_APPEND. A write of more than one record (a batch, a group
-commit) is made atomic by a commit marker: `segments/.pending` names where the
-write begins and is fsynced before the first byte; removing it (and fsyncing
-the directory) is the commit. Readers never look past a pending start, and the
-next writer finds a pending write of a dead writer, sets its bytes aside in
-DIR/quarantine/ and cuts them off. A segment is sealed (fsynced) before the next one is
-created; a created file is followed by an fsync of the directory. With
-fsync = always or batch the data is fsynced before the lock is released, so
-an acknowledged append survives a crash. A writer that fails part way
-through a batch truncates what it wrote, so a batch is all or nothing.
+frames with O_APPEND. A segment is sealed (fsynced) before the next one is
+created; a created file is followed by an fsync of the directory.
 
-Reading takes no lock. A reader notes the size of the last segment, then the
-commit marker, and reads no further than either. Readers see only whole
-frames that pass their checksum; bytes after the last valid frame of the last segment are an
-incomplete record still being written (or left by a dead writer) and are
-ignored; anything else that fails its check is corruption.
+Visibility (SPEC 7: a record any reader may have seen is never truncated or
+given to another event). A write of one record is visible as soon as its
+bytes are in the file: whatever fails after that (an fsync error, Ctrl-C) never
+takes it back. A write of more than one record (a batch, a group commit) is
+made atomic by a commit marker, `segments/.pending`, a symbolic link whose
+target names where the write begins ("BASE POSITION"): created (and the
+directory fsynced) before the first byte, removed at the commit. A symlink is
+created whole or not at all, even by a power loss, so the marker is never
+empty. Until the commit the write is invisible to every reader, so a failure
+cuts it off; if even that fails, the marker stays and the next writer (or
+`verify --repair`) moves the bytes to DIR/quarantine/. The file system is the
+judge of the commit: a failure while the marker is still there is undone,
+one after it is gone is not.
+
+Reading takes no lock. A reader takes a *view*: it lists the segments, notes
+the size of the last one, then reads the marker, and reads no further than
+either (`Log.view`). The order matters: a batch that marks after the size
+was noted begins past it. Readers see only whole frames that pass their
+checksum; bytes after the last valid frame of the last segment that could be
+an interrupted write are ignored; anything else that fails its check is
+corruption. A reader opens each segment once and seeks and reads through the
+same descriptor, so a compaction that replaces a file in between cannot make
+a position found in one file be read in another.
 """
 
 from __future__ import annotations
 
 import bisect
+import errno
 import fcntl
 import itertools
 import operator
@@ -34,24 +45,44 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+from typing import NamedTuple
 
 import msgspec
 
 from evlog import index as idx
 from evlog import settings as settings_mod
-from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
-from evlog.framing import Codec, classify, codec_for, corruption
+from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound, SettingsError
+from evlog.framing import CODECS, Codec, classify, codec_for, corruption
 from evlog.segment import Segment
 from evlog.settings import Settings
 from evlog.units import format_time, now_us, time_to_us
 
 SEGMENT_RE = re.compile(r"(\d{20})\.(jsonl|msgpack)")
+PENDING = ".pending"
 WRITE_BUFFER = 4 << 20
 APPEND_RUN = 4096
+VIEW_TRIES = 20
 _ID_MARK = ord("I")  # first byte of an item that carries a caller's id (Codec.item)
 _first_byte = operator.itemgetter(0)
+
+
+class DamagedMarker:
+    """A commit marker that names no position (left by a power loss or damage): it is ignored."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+Pending = tuple[int, int]  # (segment base, byte position) where an uncommitted write begins
+
+
+class View(NamedTuple):
+    """What a reader may read: these segments, and in the segment `end[0]` no byte at or past `end[1]`."""
+
+    segments: list[Segment]
+    end: Pending | None
 
 
 def _runs(items: Iterable[bytes], size: int) -> Iterator[list[bytes]]:
@@ -81,6 +112,7 @@ class Log:
         self.codec: Codec = codec_for(settings.format)
         self.segments_dir = directory / "segments"
         self.lock_path = directory / ".lock"
+        self.fsync = settings.fsync != "never"
 
     # -- opening -------------------------------------------------------------------
 
@@ -118,15 +150,44 @@ class Log:
     # -- segments ------------------------------------------------------------------
 
     def segments(self) -> list[Segment]:
-        """The segments, oldest first."""
+        """The segments, oldest first. Segment files of the other format mean `format` was changed
+        under an existing log: that is refused (SettingsError), never a second log beside the first."""
         try:
             names = os.listdir(self.segments_dir)
         except FileNotFoundError:
             return []
         suffix = self.codec.suffix
-        bases = sorted(int(n[:20]) for n in names if n.endswith(suffix) and SEGMENT_RE.fullmatch(n))
+        bases = []
+        for n in names:
+            if SEGMENT_RE.fullmatch(n):
+                if not n.endswith(suffix):
+                    raise self.format_mismatch(n)
+                bases.append(int(n[:20]))
+        bases.sort()
         interval = self.settings.index_interval_bytes
-        return [Segment(self.segments_dir, b, self.codec, interval) for b in bases]
+        return [Segment(self.segments_dir, b, self.codec, interval, self.fsync) for b in bases]
+
+    def format_mismatch(self, name: str) -> SettingsError:
+        other = next(c.name for c in CODECS.values() if name.endswith(c.suffix))
+        return SettingsError(self.settings_path(self.dir), "format",
+                             f"is {self.codec.name!r} but the log's segments are {other} ({name}); "
+                             f"set it back to {other!r}")
+
+    def view(self) -> View:
+        """The segments and the end readers stop at (see the module docstring)."""
+        for _ in range(VIEW_TRIES):
+            segs = self.segments()
+            if not segs:
+                return View([], None)
+            try:
+                end = (segs[-1].base, os.stat(segs[-1].path).st_size)
+            except FileNotFoundError:
+                continue  # an interrupted batch's segment was set aside meanwhile: look again
+            pending = self.pending()  # after the size
+            if pending is not None and not isinstance(pending, DamagedMarker) and pending <= end:
+                return View([s for s in segs if s.base <= pending[0]], pending)
+            return View(segs, end)
+        raise EvlogError(f"the segments of {self.dir} keep changing; try again")
 
     # -- locking -------------------------------------------------------------------
 
@@ -158,10 +219,6 @@ class Log:
         """The frames of the range, in offset order; raises CorruptionError at a bad record."""
         return Reader(self).frames(start=start, since_us=since_us, last=last, to=to, until_us=until_us)
 
-    def tail(self, n: int, match: Callable[[bytes], bool] | None = None) -> list[bytes]:
-        """The last n frames (that match), oldest first."""
-        return Reader(self).tail(n, match)[0]
-
     def tail_with_end(self, n: int, match: Callable[[bytes], bool] | None = None) -> tuple[list[bytes], int]:
         """The last n frames (that match), and the offset after the last record of the log."""
         return Reader(self).tail(n, match)
@@ -172,49 +229,73 @@ class Log:
 
     @property
     def pending_path(self) -> Path:
-        return self.segments_dir / ".pending"
+        return self.segments_dir / PENDING
 
-    def pending(self) -> tuple[int, int] | None:
-        """(segment base, position) where an uncommitted multi-record write begins, if one is open."""
+    def pending(self) -> Pending | DamagedMarker | None:
+        """Where an uncommitted multi-record write begins, if one is open.
+
+        The marker is a symlink; a regular file (older versions) is read too.
+        One that names no position is a DamagedMarker: readers ignore it.
+        """
+        path = self.pending_path
         try:
-            text = self.pending_path.read_text()
+            text = os.readlink(path)
         except FileNotFoundError:
             return None
-        try:
-            base, pos = text.split()
-            return int(base), int(pos)
-        except ValueError:
-            return (0, 0) if not text.strip() else None  # written under a temporary name: never torn
+        except OSError as e:
+            if e.errno != errno.EINVAL:
+                raise
+            try:
+                text = path.read_bytes().decode("ascii", "replace")
+            except FileNotFoundError:
+                return None
+        parts = text.split()
+        if len(parts) == 2 and all(p.isascii() and p.isdigit() for p in parts):
+            return int(parts[0]), int(parts[1])
+        return DamagedMarker(text)
 
     def reader(self) -> Reader:
         return Reader(self)
 
 
 class Reader:
-    """Reads frames across segments, seeking with the index files."""
+    """Reads frames across the segments of one view, seeking with the index files.
+
+    Each segment is opened once: seeking and reading use the same descriptor.
+    `chunks()` (and `tail()`) close them when done.
+    """
 
     def __init__(self, log: Log) -> None:
         self.log = log
         self.codec = log.codec
-        self.segments = log.segments()
-        self.limit = self._visible_end()  # may drop segments a pending batch is writing
+        self._fds: dict[int, int] = {}  # segment number -> descriptor
+        self._take_view()
+
+    def _take_view(self) -> None:
+        self.close()
+        view = self.log.view()
+        self.segments = view.segments
+        self.limit = view.end
         self.next_offset = self.segments[-1].base if self.segments else 0  # after the last frame read
 
-    def _visible_end(self) -> tuple[int, int] | None:
-        """(segment base, byte position) readers stop at: the last segment's size as first seen,
-        or where a pending write begins. Segments after it are not read."""
-        segs = self.segments
-        if not segs:
-            return None
-        try:
-            end = (segs[-1].base, os.stat(segs[-1].path).st_size)
-        except FileNotFoundError:
-            end = None
-        pending = self.log.pending()  # after the size: see the module docstring
-        if pending is not None and (end is None or pending <= end):
-            self.segments = segs = [s for s in segs if s.base <= pending[0]]
-            return pending
-        return end
+    def _open(self, i: int) -> int | None:
+        """The descriptor of segment i, opened once; None when the file is gone (compacted away)."""
+        fd = self._fds.get(i)
+        if fd is None:
+            try:
+                fd = self._fds[i] = self.segments[i].open()
+            except FileNotFoundError:
+                return None
+        return fd
+
+    def _close(self, i: int) -> None:
+        fd = self._fds.pop(i, None)
+        if fd is not None:
+            os.close(fd)
+
+    def close(self) -> None:
+        for i in list(getattr(self, "_fds", {})):
+            self._close(i)
 
     def _stop(self, seg: Segment) -> int | None:
         return self.limit[1] if self.limit is not None and seg.base == self.limit[0] else None
@@ -227,19 +308,25 @@ class Reader:
     def chunks(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
                to: int | None = None, until_us: int | None = None) -> Iterator[list[bytes]]:
         """The frames of the range in offset order, a list at a time; raises CorruptionError at a bad record."""
-        segs = self.segments
-        if not segs:
-            return
-        for attempt in range(5):
-            try:
-                begin_seg, begin_pos = self._begin(start, since_us, last)
+        try:
+            yield from self._chunks(start, since_us, last, to, until_us)
+        finally:
+            self.close()
+
+    def _chunks(self, start: int | None, since_us: int | None, last: int | None, to: int | None,
+                until_us: int | None) -> Iterator[list[bytes]]:
+        begin = None
+        for _ in range(VIEW_TRIES):
+            if not self.segments:
+                return
+            begin = self._begin(start, since_us, last)
+            if begin is not None:
                 break
-            except FileNotFoundError:
-                if attempt == 4:
-                    raise
-                self.segments = segs = self.log.segments()  # a compaction removed one: look again
-        if not segs:
-            return
+            self._take_view()  # a segment it needed went away (compaction): look again
+        if begin is None:
+            raise EvlogError(f"the segments of {self.log.dir} keep changing; try again")
+        begin_seg, begin_pos = begin
+        segs = self.segments
         codec = self.codec
         offset_of = codec.offset
         time_of = _time_getter(codec)
@@ -248,43 +335,41 @@ class Reader:
         skipping = start is not None or since is not None
         for i in range(begin_seg, len(segs)):
             seg = segs[i]
-            try:
-                fd = seg.open()
-            except FileNotFoundError:
+            fd = self._open(i)
+            if fd is None:
                 continue  # removed since it was listed (compaction); its successor follows
-            try:
-                reader = seg.frames(fd, begin_pos if i == begin_seg else 0, self._stop(seg))
-                last_frame = None
-                for chunk in reader.chunks():
-                    last_frame = chunk[-1]
-                    if skipping:  # offsets increase and times never decrease: bisect for the start
-                        lo = 0 if start is None else bisect.bisect_left(chunk, start, key=offset_of)
-                        if since is not None:
-                            lo = bisect.bisect_left(chunk, since, lo, key=time_of)
-                        if lo == len(chunk):
-                            continue
-                        skipping = False
-                        chunk = chunk[lo:] if lo else chunk
-                    if to is not None and offset_of(chunk[-1]) > to:
-                        k = bisect.bisect_right(chunk, to, key=offset_of)
-                        self.next_offset = offset_of(chunk[k])  # the first record past the range
-                        yield chunk[:k]
-                        return
-                    if until is not None and time_of(chunk[-1]) >= until:
-                        k = bisect.bisect_left(chunk, until, key=time_of)
-                        self.next_offset = offset_of(chunk[k])
-                        yield chunk[:k]
-                        return
-                    yield chunk
-                if last_frame is not None:
-                    self.next_offset = offset_of(last_frame) + 1
-                if reader.bad is not None:
-                    self._bad(seg, fd, reader.bad, i == len(segs) - 1, last_frame)
-            finally:
-                os.close(fd)
+            reader = seg.frames(fd, begin_pos if i == begin_seg else 0, self._stop(seg))
+            last_frame = None
+            for chunk in reader.chunks():
+                last_frame = chunk[-1]
+                if skipping:  # offsets increase and times never decrease: bisect for the start
+                    lo = 0 if start is None else bisect.bisect_left(chunk, start, key=offset_of)
+                    if since is not None:
+                        lo = bisect.bisect_left(chunk, since, lo, key=time_of)
+                    if lo == len(chunk):
+                        continue
+                    skipping = False
+                    chunk = chunk[lo:] if lo else chunk
+                if to is not None and offset_of(chunk[-1]) > to:
+                    k = bisect.bisect_right(chunk, to, key=offset_of)
+                    self.next_offset = offset_of(chunk[k])  # the first record past the range
+                    yield chunk[:k]
+                    return
+                if until is not None and time_of(chunk[-1]) >= until:
+                    k = bisect.bisect_left(chunk, until, key=time_of)
+                    self.next_offset = offset_of(chunk[k])
+                    yield chunk[:k]
+                    return
+                yield chunk
+            if last_frame is not None:
+                self.next_offset = offset_of(last_frame) + 1
+            if reader.bad is not None:
+                self._bad(seg, fd, reader.bad, i == len(segs) - 1, last_frame)
+            self._close(i)
 
-    def _begin(self, start: int | None, since_us: int | None, last: int | None) -> tuple[int, int]:
-        """(segment number, position) where reading the range starts."""
+    def _begin(self, start: int | None, since_us: int | None, last: int | None) -> tuple[int, int] | None:
+        """(segment number, position) where reading the range starts; None when a segment it needed
+        is gone."""
         segs = self.segments
         begin_seg, begin_pos = 0, 0
         if last is not None:
@@ -292,15 +377,16 @@ class Reader:
         if start is not None:
             i = max(0, _floor_base(segs, start))
             if (i, 0) > (begin_seg, begin_pos):
-                fd = segs[i].open()
-                try:
-                    begin_seg, begin_pos = i, segs[i].seek_offset(fd, start, self._may_write(i))
-                finally:
-                    os.close(fd)
+                fd = self._open(i)
+                if fd is None:
+                    return None
+                begin_seg, begin_pos = i, segs[i].seek_offset(fd, start, self._may_write(i))
         if since_us is not None:
-            i, pos = self._seek_time(since_us)
-            if (i, pos) > (begin_seg, begin_pos):
-                begin_seg, begin_pos = i, pos
+            found = self._seek_time(since_us)
+            if found is None:
+                return None
+            if found > (begin_seg, begin_pos):
+                begin_seg, begin_pos = found
         return begin_seg, begin_pos
 
     def _bad(self, seg: Segment, fd: int, bad: int, is_last: bool, prev: bytes | None) -> None:
@@ -318,27 +404,25 @@ class Reader:
         """Readers rewrite a damaged index only for sealed segments; the writer owns the active one."""
         return i < len(self.segments) - 1
 
-    def _seek_time(self, t_us: int) -> tuple[int, int]:
+    def _seek_time(self, t_us: int) -> tuple[int, int] | None:
         segs = self.segments
         lo, hi = 0, len(segs) - 1
         # The last segment whose first record is older than t_us (segment times never decrease).
         found = 0
         while lo <= hi:
             mid = (lo + hi) // 2
-            fd = segs[mid].open()
-            try:
-                first = segs[mid].first_time_us(fd)
-            finally:
-                os.close(fd)
+            fd = self._open(mid)
+            if fd is None:
+                return None
+            first = segs[mid].first_time_us(fd)
             if first is not None and first < t_us:
                 found, lo = mid, mid + 1
             else:
                 hi = mid - 1
-        fd = segs[found].open()
-        try:
-            return found, segs[found].seek_time(fd, t_us, self._may_write(found))
-        finally:
-            os.close(fd)
+        fd = self._open(found)
+        if fd is None:
+            return None
+        return found, segs[found].seek_time(fd, t_us, self._may_write(found))
 
     def _reverse_chunks(self) -> Iterator[tuple[int, int, list[tuple[int, bytes]], CorruptionError | None]]:
         """(segment number, chunk position, frames of one index chunk, the damage that ended the
@@ -346,20 +430,17 @@ class Reader:
 
         Each chunk must begin with the record its index entry names; when one
         does not, the index is wrong (not the data): it is rebuilt and the
-        segment walked again.
+        segment walked again. A segment walked to its start is closed; the one
+        a caller stops in stays open for reading on.
         """
         segs = self.segments
         offset_of = self.codec.offset
         for i in range(len(segs) - 1, -1, -1):
-            seg = segs[i]
-            try:
-                fd = seg.open()
-            except FileNotFoundError:
+            fd = self._open(i)
+            if fd is None:
                 continue
-            try:
-                yield from self._segment_chunks(i, seg, fd, offset_of, i == len(segs) - 1)
-            finally:
-                os.close(fd)
+            yield from self._segment_chunks(i, segs[i], fd, offset_of, i == len(segs) - 1)
+            self._close(i)
 
     def _segment_chunks(self, i: int, seg: Segment, fd: int, offset_of: Callable[[bytes], int],
                         is_last: bool) -> Iterator[tuple[int, int, list[tuple[int, bytes]], CorruptionError | None]]:
@@ -409,6 +490,12 @@ class Reader:
 
     def tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:
         """The last n frames (that match), oldest first, and the offset after the log's last record."""
+        try:
+            return self._tail(n, match)
+        finally:
+            self.close()
+
+    def _tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:
         end: int | None = None
         got: list[list[bytes]] = []
         have = 0
@@ -450,7 +537,11 @@ def _time_getter(codec: Codec) -> Callable[[bytes], str]:
 
 
 class Writer:
-    """Appends frames to the active segment while holding the log's lock."""
+    """Appends frames to the active segment while holding the log's lock.
+
+    `notes` collects what the writer did besides appending (an interrupted
+    batch set aside, a damaged marker dropped), for the caller to report.
+    """
 
     def __init__(self, log: Log) -> None:
         self.log = log
@@ -461,6 +552,7 @@ class Writer:
         self.segment: Segment | None = None
         self.dirty = False
         self.recent_ids: dict[str, int] | None = None
+        self.notes: list[str] = []
         self._needs_mark = self._marked = False
         self._created: list[Segment] = []
         self._open_active()
@@ -470,8 +562,15 @@ class Writer:
 
     def _open_active(self) -> None:
         log = self.log
-        if log.pending() is not None:
-            recover_pending(log)  # a writer died mid-batch: its records were never acknowledged
+        pending = log.pending()
+        if isinstance(pending, DamagedMarker):
+            # It names no position, so readers ignore it and may have seen every record: keep them all.
+            log.pending_path.unlink()
+            self._sync_dir(log.segments_dir)
+            self.notes.append(f"removed a damaged commit marker {log.pending_path} ({pending.text!r}); "
+                              "no record was set aside")
+        elif pending is not None:
+            self.notes += recover_pending(log)  # a writer died mid-batch: its records were never visible
         segs = log.segments()
         if not segs:
             log.segments_dir.mkdir(exist_ok=True)
@@ -480,14 +579,11 @@ class Writer:
             return
         seg = segs[-1]
         fd = os.open(seg.path, os.O_RDWR | os.O_APPEND)
-        tail = seg.tail(fd, write=True)
-        if tail.bad is not None:
-            size = os.fstat(fd).st_size
-            if classify(self.codec, fd, tail.bad, size) is not None:
-                os.close(fd)
-                raise CorruptionError(seg.name, tail.bad, (tail.last_offset or seg.base - 1) + 1,
-                                      "damaged record in the active segment; run `evlog verify --repair`")
-            self._cut_torn_tail(seg, fd, tail.bad, size)
+        try:
+            tail = self._active_tail(seg, fd)
+        except BaseException:
+            os.close(fd)
+            raise
         self.segment, self.fd = seg, fd
         self.end = tail.end
         self.count = tail.count
@@ -508,6 +604,29 @@ class Writer:
             self.next_offset = seg.base
             self.last_time_us = self._previous_time(segs[:-1])
 
+    def _active_tail(self, seg: Segment, fd: int):  # noqa: ANN202 - evlog.segment.Tail
+        """The end of the active segment, its torn tail cut; CorruptionError when it is damaged.
+
+        The active segment was never compacted, so its offsets run on from its base without a gap:
+        a last offset that does not follow from the count (a forged or misplaced record) would make
+        this writer hand out offsets past it.
+        """
+        tail = seg.tail(fd, write=True)
+        if tail.count and tail.last_offset != seg.base + tail.count - 1:
+            seg.rebuild_index(fd, write=True)  # an index whose counts are wrong, or the records are
+            tail = seg.tail(fd, write=True)
+            if tail.last_offset != seg.base + tail.count - 1:
+                raise CorruptionError(seg.name, tail.end, tail.last_offset,
+                                      f"the last offset does not follow the segment's {tail.count} records "
+                                      f"from {seg.base}; run `evlog verify --repair`")
+        if tail.bad is not None:
+            size = os.fstat(fd).st_size
+            if classify(self.codec, fd, tail.bad, size) is not None:
+                raise CorruptionError(seg.name, tail.bad, (tail.last_offset or seg.base - 1) + 1,
+                                      "damaged record in the active segment; run `evlog verify --repair`")
+            self._cut_torn_tail(seg, fd, tail.bad, size)
+        return tail
+
     def _previous_time(self, sealed: list[Segment]) -> int:
         for seg in reversed(sealed):
             try:
@@ -524,21 +643,14 @@ class Writer:
 
     def _cut_torn_tail(self, seg: Segment, fd: int, bad: int, size: int) -> None:
         """Set the incomplete last record aside in DIR/quarantine/, then truncate it away."""
-        torn = os.pread(fd, size - bad, bad)
-        qdir = self.log.dir / "quarantine"
-        qdir.mkdir(exist_ok=True)
-        keep = qdir / f"{seg.name}.{bad}.{time.time_ns()}.torn"
-        with open(keep, "wb") as f:
-            f.write(torn)
-            f.flush()
-            os.fsync(f.fileno())
-        idx.fsync_dir(qdir)
+        keep = quarantine(self.log, f"{seg.name}.{bad}", "torn", os.pread(fd, size - bad, bad))
         os.ftruncate(fd, bad)
         os.fsync(fd)
+        self.notes.append(f"cut an incomplete last record ({size - bad} bytes) from {seg.name} into {keep}")
 
     def _create_segment(self, base: int) -> None:
         log = self.log
-        seg = Segment(log.segments_dir, base, self.codec, self.interval)
+        seg = Segment(log.segments_dir, base, self.codec, self.interval, log.fsync)
         self._created.append(seg)  # from here on a failure removes it again
         try:
             fd = os.open(seg.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o666)
@@ -556,8 +668,11 @@ class Writer:
         self.last_entry_pos = None
         self.index_fd = os.open(seg.index_path, os.O_WRONLY | os.O_APPEND)
         self.time_fd = os.open(seg.time_path, os.O_WRONLY | os.O_APPEND)
+        self._sync_dir(log.segments_dir)
+
+    def _sync_dir(self, path: Path) -> None:
         if self.fsync != "never":
-            idx.fsync_dir(log.segments_dir)
+            idx.fsync_dir(path)
 
     def _close_files(self) -> None:
         for fd in (self.fd, self.index_fd, self.time_fd):
@@ -590,12 +705,14 @@ class Writer:
         Items are framed in runs of APPEND_RUN; a run with no caller's id is
         framed at once by Codec.framer, the hot path of `append --batch`.
         """
+        if self.segment is None:
+            raise EvlogError("this writer failed earlier; open a new one")
         t_us = max(now_us(), self.last_time_us)
         time_str = format_time(t_us)
         generated = self.codec.framer(time_str, t_us // 1000)
         frame_with_id = self.codec.frame
         split_item = self.codec.split_item
-        start_state = (self.segment, self.end, self.count, self.next_offset)
+        start_state = (self.segment, self.end, self.count, self.next_offset, self.last_entry_pos)
         self._created = []
         self._buf: list[bytes] = []
         self._index_buf: list[tuple[int, int, int, int]] = []
@@ -640,7 +757,7 @@ class Writer:
                 self.dirty = False
             self._commit()
         except BaseException:
-            self._rollback(start_state, self._created)
+            self._undo(start_state)
             raise
         self.last_time_us = t_us
         appended = offset - start_state[3]
@@ -684,35 +801,34 @@ class Writer:
     def _mark(self) -> None:
         """Before the first byte of a multi-record write: say where it begins, durably."""
         assert self.segment is not None
-        idx.write_atomic(self.log.pending_path, b"%d %d\n" % (self.segment.base, self.end), self.fsync != "never")
+        write_marker(self.log, self.segment.base, self.end)
         self._marked = True
 
     def _commit(self) -> None:
         """The commit point of a multi-record write: its marker goes."""
         if self._marked:  # (segments sealed during the write were fsynced as they were sealed)
             self.log.pending_path.unlink()
-            if self.fsync != "never":
-                idx.fsync_dir(self.log.segments_dir)
             self._marked = False
+            self._sync_dir(self.log.segments_dir)
 
     def _flush(self) -> None:
         if self._buf and self._needs_mark and not self._marked:
             self._mark()
         if self._buf:
             data = b"".join(self._buf)
+            self._buf, self._buffered = [], 0
             view = memoryview(data)
             while view:
                 written = os.write(self.fd, view)
                 view = view[written:]
             self.end += len(data)
             self.dirty = True
-            self._buf, self._buffered = [], 0
         if self._index_buf:
             assert self.segment is not None
             off, tim = self.segment.encode_entries(self._index_buf)
+            self._index_buf = []
             os.write(self.index_fd, off)
             os.write(self.time_fd, tim)
-            self._index_buf = []
 
     def _seal(self) -> None:
         if self._needs_mark and not self._marked:
@@ -722,42 +838,94 @@ class Writer:
         self.dirty = False
         self._close_files()
 
-    def _rollback(self, state: tuple, created: list[Segment]) -> None:
-        """Undo a failed append: remove segments it created, cut the first one back."""
-        segment, end, count, next_offset = state
+    def _undo(self, state: tuple) -> None:
+        """After a failed append: cut back what is not visible; keep what readers may have seen.
+
+        With a marker in place (on disk: the file system says whether the commit
+        happened) the write is invisible: its new segments are removed and its
+        first segment cut back, and only then the marker goes; if cutting fails,
+        the marker stays for the next writer to act on. Without one (a single
+        record, or a failure after the commit) nothing is cut: a whole record is
+        visible, and a partial one is a torn tail for the next writer.
+        """
+        segment, end, count, next_offset, last_entry_pos = state
         self._close_files()
-        for seg in created:
-            for p in (seg.path, seg.index_path, seg.time_path):
-                try:
-                    p.unlink()
-                except FileNotFoundError:
-                    pass
-        if segment is not None:
-            try:
-                with open(segment.path, "r+b") as f:
-                    f.truncate(end)
-                    os.fsync(f.fileno())
-                    segment.rebuild_index(f.fileno(), write=True)  # entries may point past the new end
-            except OSError:
-                pass  # the index is checked on use and rebuilt
         self._buf, self._buffered, self._index_buf = [], 0, []
-        self.segment = None
         self.recent_ids = None
-        if getattr(self, "_marked", False):
-            self.log.pending_path.unlink(missing_ok=True)
+        self.segment = None  # this writer is done; its lock holder opens a new one to go on
+        created, self._created = self._created, []
+        if not (self._marked and os.path.lexists(self.log.pending_path)):
             self._marked = False
+            for seg in created:  # only a segment that holds nothing: a whole record in it is visible
+                with suppress(FileNotFoundError, OSError):
+                    if os.stat(seg.path).st_size == 0:
+                        seg.path.unlink()
+                        seg.index_path.unlink(missing_ok=True)
+                        seg.time_path.unlink(missing_ok=True)
+            return
+        try:
+            for seg in created:
+                for p in (seg.path, seg.index_path, seg.time_path):
+                    with suppress(FileNotFoundError):
+                        p.unlink()
+            fd = os.open(segment.path, os.O_RDWR)
+            try:
+                os.ftruncate(fd, end)
+                os.fsync(fd)
+                segment.rebuild_index(fd, write=True)  # entries may point past the new end
+            finally:
+                os.close(fd)
+        except OSError:
+            return  # the marker stays: readers keep ignoring these bytes; the next writer sets them aside
+        self.log.pending_path.unlink(missing_ok=True)
+        self._marked = False
         self.next_offset = next_offset
+
+
+def write_marker(log: Log, base: int, position: int) -> None:
+    """Create the commit marker naming (base, position) and make it durable."""
+    path = log.pending_path
+    target = f"{base} {position}"
+    try:
+        os.symlink(target, path)
+    except FileExistsError:
+        raise EvlogError(f"{path} exists: another write did not finish; run again") from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP):
+            raise
+        idx.write_atomic(path, target.encode() + b"\n", True)  # no symlinks here: a synced file
+        return
+    if log.fsync:
+        idx.fsync_dir(log.segments_dir)
+
+
+def quarantine(log: Log, name: str, why: str, data: bytes) -> Path:
+    """Keep `data` in DIR/quarantine/NAME.STAMP.WHY, durably; returns the path."""
+    qdir = log.dir / "quarantine"
+    qdir.mkdir(exist_ok=True)
+    keep = qdir / f"{name}.{time.time_ns()}.{why}"
+    with open(keep, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    idx.fsync_dir(qdir)
+    return keep
 
 
 def recover_pending(log: Log) -> list[str]:
     """Undo the pending multi-record write of a dead writer (call with the append lock held).
 
     Its bytes go to DIR/quarantine/ first: a segment it created is moved there
-    whole, the part of the segment it began in is copied, then cut off.
+    whole, the part of the segment it began in is copied, then cut off. A
+    damaged marker (one that names no position) is removed and nothing is cut.
     """
     pending = log.pending()
     if pending is None:
         return []
+    if isinstance(pending, DamagedMarker):
+        log.pending_path.unlink(missing_ok=True)
+        idx.fsync_dir(log.segments_dir)
+        return [f"removed a damaged commit marker ({pending.text!r}); no record was set aside"]
     base, pos = pending
     actions = []
     qdir = log.dir / "quarantine"
@@ -771,18 +939,17 @@ def recover_pending(log: Log) -> list[str]:
             seg.time_path.unlink(missing_ok=True)
             actions.append(f"moved {seg.name}, written by an interrupted batch, to {keep}")
         elif seg.base == base:
-            with open(seg.path, "r+b") as f:
-                size = os.fstat(f.fileno()).st_size
+            fd = os.open(seg.path, os.O_RDWR)
+            try:
+                size = os.fstat(fd).st_size
                 if size > pos:
-                    keep = qdir / f"{seg.name}.{pos}.{stamp}.uncommitted"
-                    with open(keep, "wb") as out:
-                        out.write(os.pread(f.fileno(), size - pos, pos))
-                        out.flush()
-                        os.fsync(out.fileno())
-                    f.truncate(pos)
-                    os.fsync(f.fileno())
+                    keep = quarantine(log, f"{seg.name}.{pos}", "uncommitted", os.pread(fd, size - pos, pos))
+                    os.ftruncate(fd, pos)
+                    os.fsync(fd)
                     actions.append(f"cut {size - pos} bytes of an interrupted batch from {seg.name} into {keep}")
-                seg.rebuild_index(f.fileno(), write=True)
+                seg.rebuild_index(fd, write=True)
+            finally:
+                os.close(fd)
     idx.fsync_dir(qdir)
     idx.fsync_dir(log.segments_dir)
     log.pending_path.unlink(missing_ok=True)  # last: until here, readers keep ignoring those bytes

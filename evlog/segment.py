@@ -6,6 +6,7 @@ records they point at before they are believed (see evlog.index).
 
 from __future__ import annotations
 
+import bisect
 import os
 from pathlib import Path
 
@@ -33,8 +34,9 @@ class Tail(msgspec.Struct):
 
 
 class Segment:
-    def __init__(self, directory: Path, base: int, codec: Codec, interval: int) -> None:
+    def __init__(self, directory: Path, base: int, codec: Codec, interval: int, fsync: bool = True) -> None:
         self.base, self.codec, self.interval = base, codec, interval
+        self.fsync = fsync  # whether rewritten index files are synced (the log's fsync setting)
         stem = f"{base:020d}"
         self.name = stem + codec.suffix
         self.path = directory / self.name
@@ -77,14 +79,14 @@ class Segment:
                 last_pos = pos
         return entries
 
-    def rebuild_index(self, fd: int, write: bool, fsync: bool = True) -> tuple[Entries, Entries]:
+    def rebuild_index(self, fd: int, write: bool) -> tuple[Entries, Entries]:
         """Index entries read from the segment itself; written to disk when `write`."""
         entries = self.scan_entries(fd)
         off_data, time_data = self.encode_entries(entries, with_header=True)
         if write:
             try:
-                index.write_atomic(self.index_path, off_data, fsync)
-                index.write_atomic(self.time_path, time_data, fsync)
+                index.write_atomic(self.index_path, off_data, self.fsync)
+                index.write_atomic(self.time_path, time_data, self.fsync)
             except OSError:
                 pass  # a read-only directory: the rebuilt index still serves this process
         return Entries(off_data, OFFSET_ENTRY), Entries(time_data, TIME_ENTRY)
@@ -177,16 +179,19 @@ class Segment:
 
     # -- the end -------------------------------------------------------------------
 
-    def tail(self, fd: int, write: bool) -> Tail:
-        """Scan from the last good index entry to the end of the file."""
+    def tail(self, fd: int, write: bool, stop: int | None = None) -> Tail:
+        """Scan from the last good index entry to the end of the file (or to `stop`)."""
         offsets, times = self.index_for(fd, write)
         head = self.codec.head
-        if len(offsets):
-            last_off, start, ordinal = offsets[-1]
+        n = len(offsets)
+        if stop is not None:  # entries of records at or past `stop` (a pending batch's) do not count
+            n = bisect.bisect_left(offsets, stop, key=lambda e: e[1])
+        if n:
+            last_off, start, ordinal = offsets[n - 1]
             last_entry_pos: int | None = start
         else:
             start, ordinal, last_entry_pos = 0, 0, None
-        reader = self.frames(fd, start)
+        reader = self.frames(fd, start, stop)
         new: list[tuple[int, int, int, int]] = []
         last_frame = None
         count = ordinal
@@ -198,6 +203,6 @@ class Segment:
             last_frame = frame
             count += 1
         if last_frame is None:
-            return Tail(reader.end, reader.bad, count, None, None, last_entry_pos, new, len(offsets))
+            return Tail(reader.end, reader.bad, count, None, None, last_entry_pos, new, n)
         off, _, t = head(last_frame)
-        return Tail(reader.end, reader.bad, count, off, t, last_entry_pos, new, len(offsets))
+        return Tail(reader.end, reader.bad, count, off, t, last_entry_pos, new, n)

@@ -11,7 +11,8 @@ from evlog.log import Log
 
 
 def info(log: Log) -> dict[str, Any]:
-    segs = log.segments()
+    view = log.view()  # what readers see: an uncommitted batch is not counted
+    segs = view.segments
     codec = log.codec
     events = 0
     first_offset = last_offset = oldest = newest = None
@@ -21,7 +22,8 @@ def info(log: Log) -> dict[str, Any]:
         except FileNotFoundError:
             continue
         try:
-            tail = seg.tail(fd, write=i < len(segs) - 1)
+            stop = view.end[1] if view.end is not None and seg.base == view.end[0] else None
+            tail = seg.tail(fd, write=i < len(segs) - 1, stop=stop)
             events += tail.count
             if tail.count and first_offset is None:
                 frame = seg.first_frame(fd, 0)

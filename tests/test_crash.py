@@ -139,22 +139,58 @@ def test_verify_repair_cuts_a_torn_tail(cli: Evlog, fmt: str, where: str) -> Non
     assert offsets(cli.records()) == list(range(n + 1))
 
 
+def unfinished_junk(fmt: str, count: int, rng: random.Random) -> bytes:
+    """Random bytes that cannot hold a whole frame, as an interrupted write leaves: no newline in a
+    JSONL segment; a MessagePack header announcing more bytes than follow."""
+    if fmt == "jsonl":
+        return bytes(rng.choice(range(256)) for _ in range(count)).replace(b"\n", b" ")
+    if count < MP_HEADER.size:
+        return MP_HEADER.pack(0xE71F, 1 << 20, 0)[:count]
+    return MP_HEADER.pack(0xE71F, count + rng.randrange(1, 1 << 20), rng.getrandbits(32)) + \
+        rng.randbytes(count - MP_HEADER.size)
+
+
 @pytest.mark.parametrize("count", [pytest.param(1, marks=pytest.mark.slow), 9,
                                    pytest.param(64, marks=pytest.mark.slow), 3000])
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_random_bytes_after_the_tail_are_a_torn_tail(cli: Evlog, fmt: str, count: int) -> None:
-    """Random bytes after the last record count as an incomplete last record: ignored, warned, cut, kept."""
+def test_unfinished_bytes_after_the_tail_are_a_torn_tail(cli: Evlog, fmt: str, count: int) -> None:
+    """Random bytes after the last record that cannot be a whole frame count as an incomplete last
+    record: ignored, warned, cut, kept."""
     cli.ok("init", "--format", fmt)
     cli.batch(padded(5))
     seg = segment_files(cli.dir)[-1]
     good = seg.stat().st_size
-    junk = os.urandom(count)
+    junk = unfinished_junk(fmt, count, random.Random(count))
     with open(seg, "ab") as f:
         f.write(junk)
     check_torn_tail_is_ignored(cli, 5)
     assert cli.ok("append", "after") == "5\n"
     assert seg.read_bytes()[good:good + count] != junk or count < 4
     check_cut_and_kept(cli, seg, good, junk, 6)
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_whole_garbage_after_the_tail_is_corruption(cli: Evlog, fmt: str) -> None:
+    """Garbage after the last record that ends like a frame (a newline; a MessagePack frame that fits)
+    cannot be an interrupted write: verify and read exit 5, append refuses, --repair quarantines it."""
+    cli.ok("init", "--format", fmt)
+    cli.batch(padded(5))
+    seg = segment_files(cli.dir)[-1]
+    good = seg.stat().st_size
+    rng = random.Random(5)
+    if fmt == "jsonl":
+        junk = rng.randbytes(200).replace(b"\n", b" ") + b"\n"
+    else:
+        junk = MP_HEADER.pack(0xE71F, 190, rng.getrandbits(32)) + rng.randbytes(190)
+    with open(seg, "ab") as f:
+        f.write(junk)
+    assert cli("verify").rc == 5
+    assert_one_error(cli("read"), 5, "offset 5")
+    assert cli("append", "after").rc == 5
+    assert cli("verify", "--repair").rc == 0
+    assert any(junk in blob for blob in quarantined(cli.dir))
+    assert seg.read_bytes()[:good] == seg.read_bytes()
+    assert cli.ok("append", "after") == "5\n"
 
 
 # -- damaged index files ---------------------------------------------------------------------

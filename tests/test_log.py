@@ -136,7 +136,7 @@ class LogContract:
         assert records(log, start=5) == []
         assert records(log, last=3) == []
         assert records(log, since_us=T0) == []
-        assert log.tail(10) == []
+        assert log.tail_with_end(10)[0] == []
 
     # -- appending -------------------------------------------------------------------------
 
@@ -341,8 +341,8 @@ class LogContract:
         log, _ = self._timed_log(tmp_path, monkeypatch)
         every = [r.offset for r in records(log)]
         for n in (1, 5, 8, 30, 96, 200):
-            assert [log.codec.record(f).offset for f in log.tail(n)] == every[-n:]
-        assert log.tail(0) == []
+            assert [log.codec.record(f).offset for f in log.tail_with_end(n)[0]] == every[-n:]
+        assert log.tail_with_end(0)[0] == []
         frames, end = log.tail_with_end(3)
         assert end == 96 and len(frames) == 3
 
@@ -359,10 +359,10 @@ class LogContract:
 
         expected_b3 = [r.offset for r in every if r.data["b"] == 3]
         for n in (1, 3, 8, 50):
-            assert [log.codec.record(f).offset for f in log.tail(n, is_b3)] == expected_b3[-n:]
+            assert [log.codec.record(f).offset for f in log.tail_with_end(n, is_b3)[0]] == expected_b3[-n:]
         expected_k1 = [r.offset for r in every if r.key == "k1"]
-        assert [log.codec.record(f).offset for f in log.tail(20, is_k1)] == expected_k1[-20:]
-        assert log.tail(5, lambda f: False) == []
+        assert [log.codec.record(f).offset for f in log.tail_with_end(20, is_k1)[0]] == expected_k1[-20:]
+        assert log.tail_with_end(5, lambda f: False)[0] == []
 
     def test_many_writers_at_once_get_contiguous_offsets(self, tmp_path):
         """Writers appending concurrently (each with its own lock) store every event exactly once, contiguously."""
@@ -493,7 +493,7 @@ class LogContract:
         assert records(log) == expected
         assert records(log, start=15) == expected[15:]
         assert records(log, last=3) == expected[-3:]
-        assert [log.codec.record(f) for f in log.tail(4)] == expected[-4:]
+        assert [log.codec.record(f) for f in log.tail_with_end(4)[0]] == expected[-4:]
         assert log.tail_with_end(1)[1] == 20
         r = append(log, [{"type": "after"}])
         assert r.first == 20
@@ -529,7 +529,7 @@ class LogContract:
                 assert got == list(range(read_args.get("start", 0), victim))
             assert (err.value.offset, err.value.segment, err.value.position) == (victim, seg.name, pos)
         with pytest.raises(CorruptionError) as err:
-            log.tail(40)
+            log.tail_with_end(40)[0]
         assert err.value.offset == victim
         after = log.segments()[2].base
         assert offsets(log, start=after) == list(range(after, 40))
@@ -628,12 +628,12 @@ class LogMachine(RuleBasedStateMachine):
     @rule(n=st.integers(0, 80))
     def tail_n(self, n):
         expected = self.model[-n:] if n else []
-        assert self._rows(self.log.tail(n)) == expected
+        assert self._rows(self.log.tail_with_end(n)[0]) == expected
 
     @rule(n=st.integers(1, 30), key=key_st)
     def tail_matching_key(self, n, key):
         codec = self.log.codec
-        rows = self._rows(self.log.tail(n, lambda f: codec.record(f).key == key))
+        rows = self._rows(self.log.tail_with_end(n, lambda f: codec.record(f).key == key)[0])
         assert rows == [m for m in self.model if m[2] == key][-n:]
 
     @rule()
