@@ -23,6 +23,7 @@ class PipeClosed(Exception):  # noqa: N818 - named for what happened, like Broke
 
 def install() -> None:
     signal.signal(signal.SIGTERM, _on_sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C raises KeyboardInterrupt again
 
 
 def interrupted() -> BaseException:

@@ -54,6 +54,7 @@ class Scenario:
         self.counter_lock = threading.Lock()
         self.verify_runs = 0
         self.compactions = 0
+        self.reads: list[tuple[int, list[dict[str, Any]]]] = []
 
     def event(self, rng: random.Random, who: str) -> dict[str, Any]:
         with self.counter_lock:
@@ -99,7 +100,8 @@ class Scenario:
                 elif rc is not None:
                     self.ledger.failures.append(f"append exited {rc}")
             else:
-                events = [self.event(rng, f"{kind[0]}{k}") for _ in range(rng.randrange(2, 120))]
+                n = rng.randrange(2, 120) if rng.random() < 0.8 else rng.randrange(2000, 8000)
+                events = [self.event(rng, f"{kind[0]}{k}") for _ in range(n)]
                 text = "".join(json.dumps(e) + "\n" for e in events)
                 with self.ledger.lock:
                     (self.ledger.batches if kind == "batch" else self.ledger.streams).append(events)
@@ -120,6 +122,17 @@ class Scenario:
                 self.ledger.failures.append(f"compact exited {rc}")
             self.compactions += 1
 
+    def reader(self) -> None:
+        """Reads from random offsets while compaction runs; every read is kept for the final check."""
+        rng = random.Random(self.seed + 1)
+        while not self.stop.wait(0.05):
+            start = rng.randrange(0, max(1, self.counter))
+            r = self.cli("read", "--from", start, "--format", "json")
+            if r.rc != 0:
+                self.ledger.failures.append(f"read --from {start} failed on a healthy log: {r.err}")
+                continue
+            self.reads.append((start, parse_records(r.out)))
+
     def verifier(self) -> None:
         while not self.stop.wait(0.3):
             r = self.cli("verify", "--json")
@@ -136,10 +149,12 @@ class Scenario:
         follower = self.spawn("read", "-f", "--format", "json")
         tail = self.spawn("tail", "-n", "0", "-f", "--format", "json")
         recorder = Recorder(self.tmp / "handler")
-        replay = self.spawn("replay", "--follow", "--group", "g", "--retries", "0", "--", *recorder.argv)
+        replay = self.spawn("replay", "--follow", "--group", "g", "--retries", "0", "--batch", "1000", "--",
+                            *recorder.argv)
         wait_until(lambda: follower.lines(), message="the follower printed the first event")
         threads = [threading.Thread(target=self.appender, args=(k,)) for k in range(appenders)]
-        threads += [threading.Thread(target=self.compactor), threading.Thread(target=self.verifier)]
+        threads += [threading.Thread(target=self.compactor), threading.Thread(target=self.verifier),
+                    threading.Thread(target=self.reader)]
         for t in threads:
             t.start()
         time.sleep(self.seconds)  # the scenario's length, not a synchronisation
@@ -176,6 +191,15 @@ class Scenario:
             """Compaction may remove a record: a later record of its key exists, or retention took it."""
             return r["offset"] < first_offset or (r["key"] is not None and later_keys.get(r["key"], -1) > r["offset"])
 
+        for start, seen in self.reads:
+            offs = [r["offset"] for r in seen]
+            assert offs == sorted(set(offs)), f"read --from {start}: a record twice or out of order"
+            if offs:
+                skipped = [o for o in by_offset if start <= o <= offs[-1] and o not in set(offs)]
+                assert skipped == [], f"read --from {start} skipped surviving records {skipped[:10]}"
+            for r in seen:
+                kept = by_offset.get(r["offset"])
+                assert (kept == r) if kept is not None else entitled_to_go(r), f"read --from {start}: {r}"
         for name, seen in (("read -f", followed), ("tail -f", tailed)):
             offs = [r["offset"] for r in seen]
             assert offs == sorted(set(offs)), f"{name}: a record twice or out of order"
@@ -214,7 +238,7 @@ class Scenario:
                     assert not seen_gap, f"a stream left more than a prefix: {e['id']}"
                 elif gone(e):
                     seen_gap = True
-        assert self.verify_runs > 0 and self.compactions > 0
+        assert self.verify_runs > 0 and self.compactions > 0 and self.reads
 
 
 def _later_keys(final: list[dict[str, Any]]) -> dict[str, int]:
