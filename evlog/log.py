@@ -714,6 +714,7 @@ class Writer:
         split_item = self.codec.split_item
         start_state = (self.segment, self.end, self.count, self.next_offset, self.last_entry_pos)
         self._created = []
+        self._written = False  # some record's bytes are wholly in the file
         self._buf: list[bytes] = []
         self._index_buf: list[tuple[int, int, int, int]] = []
         self._buffered = 0
@@ -756,8 +757,10 @@ class Writer:
                 os.fsync(self.fd)
                 self.dirty = False
             self._commit()
-        except BaseException:
-            self._undo(start_state)
+        except BaseException as e:
+            if self._undo(start_state) and isinstance(e, OSError):
+                raise EvlogError(f"offsets {start_state[3]}..{offset - 1} were written but then {e.strerror or e}; "
+                                 "they are in the log: do not append them again") from e
             raise
         self.last_time_us = t_us
         appended = offset - start_state[3]
@@ -822,7 +825,7 @@ class Writer:
                 written = os.write(self.fd, view)
                 view = view[written:]
             self.end += len(data)
-            self.dirty = True
+            self.dirty = self._written = True
         if self._index_buf:
             assert self.segment is not None
             off, tim = self.segment.encode_entries(self._index_buf)
@@ -838,8 +841,9 @@ class Writer:
         self.dirty = False
         self._close_files()
 
-    def _undo(self, state: tuple) -> None:
+    def _undo(self, state: tuple) -> bool:
         """After a failed append: cut back what is not visible; keep what readers may have seen.
+        Returns whether records of the failed append stay in the log.
 
         With a marker in place (on disk: the file system says whether the commit
         happened) the write is invisible: its new segments are removed and its
@@ -856,13 +860,14 @@ class Writer:
         created, self._created = self._created, []
         if not (self._marked and os.path.lexists(self.log.pending_path)):
             self._marked = False
+            kept = self._written
             for seg in created:  # only a segment that holds nothing: a whole record in it is visible
                 with suppress(FileNotFoundError, OSError):
                     if os.stat(seg.path).st_size == 0:
                         seg.path.unlink()
                         seg.index_path.unlink(missing_ok=True)
                         seg.time_path.unlink(missing_ok=True)
-            return
+            return kept
         try:
             for seg in created:
                 for p in (seg.path, seg.index_path, seg.time_path):
@@ -876,10 +881,11 @@ class Writer:
             finally:
                 os.close(fd)
         except OSError:
-            return  # the marker stays: readers keep ignoring these bytes; the next writer sets them aside
+            return False  # the marker stays: readers keep ignoring these bytes; the next writer sets them aside
         self.log.pending_path.unlink(missing_ok=True)
         self._marked = False
         self.next_offset = next_offset
+        return False
 
 
 def write_marker(log: Log, base: int, position: int) -> None:
