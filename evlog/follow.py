@@ -19,9 +19,10 @@ from evlog.framing import classify, corruption
 from evlog.log import Log
 from evlog.segment import Segment
 
-SAFETY_POLL_MS = 1000
-DEBOUNCE_MS = 20
-STEP_MS = 1
+SAFETY_POLL_MS = 1000  # look even without a notification this often (a missed event, a network file system)
+TICK_MS = 100          # the watcher's timeout: how often it wakes with nothing to report
+DEBOUNCE_MS = 20       # changes are reported at most this long after the first of them
+STEP_MS = 10           # ... and once none followed for this long; also the watcher's idle wake-up period
 
 
 class Follower:
@@ -111,19 +112,30 @@ class Follower:
     def follow(self, interrupted: Callable[[], BaseException],
                stop: threading.Event | None = None) -> Iterator[list[bytes]]:
         """Batches of new frames until `stop` is set (or forever); `interrupted()` gives the exception
-        for a signal noticed while waiting."""
-        from watchfiles._rust_notify import RustNotify
+        for a signal noticed while waiting (the watcher reports any signal as KeyboardInterrupt)."""
+        from watchfiles import watch
 
-        with RustNotify([str(self.log.segments_dir)], False, False, 300, False, True) as watcher:
-            try:
-                while stop is None or not stop.is_set():
-                    frames = self.poll()
-                    if frames:
-                        yield frames
-                    got = watcher.watch(DEBOUNCE_MS, STEP_MS, SAFETY_POLL_MS, stop)
-                    if got == "signal":
-                        raise interrupted()
-                    if got == "stop":
-                        return
-            finally:
-                self.close()
+        # The watcher wakes every TICK_MS with an empty set when nothing happens: the first wake polls
+        # (closing the gap between the backlog and the watcher's start), later ones only every
+        # SAFETY_POLL_MS; a change polls at once.
+        changes = watch(self.log.segments_dir, watch_filter=None, debounce=DEBOUNCE_MS, step=STEP_MS,
+                        stop_event=stop, rust_timeout=TICK_MS, yield_on_timeout=True, recursive=False,
+                        raise_interrupt=True)
+        idle = SAFETY_POLL_MS  # poll at the first wake
+        try:
+            frames = self.poll()
+            if frames:
+                yield frames
+            for changed in changes:
+                if not changed and idle < SAFETY_POLL_MS:
+                    idle += TICK_MS
+                    continue
+                idle = 0
+                frames = self.poll()
+                if frames:
+                    yield frames
+        except KeyboardInterrupt:
+            raise interrupted() from None
+        finally:
+            changes.close()
+            self.close()
