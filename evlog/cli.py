@@ -291,7 +291,10 @@ SourceOpt = Annotated[str | None, typer.Option("--source", metavar="SOURCE", hel
 WhereOpt = Annotated[
     str | None,
     typer.Option(
-        "--where", metavar="EXPR", help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'."
+        "--where",
+        metavar="EXPR",
+        help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'"
+        " (matches takes RE2 syntax: linear time, no backreferences or look-around).",
     ),
 ]
 FormatOpt = Annotated[

@@ -287,6 +287,23 @@ def test_a_client_sees_the_reason_for_a_400(server: Server, clients: Clients) ->
     assert b"format" in bytes(e.value.response.body or b"")
 
 
+def test_a_catastrophic_pattern_does_not_hold_up_the_server(cli: Evlog, server: Server, clients: Clients) -> None:
+    """A client filtering with a pattern that backtracks exponentially under Python's re gets its matches, while
+    /health, /metrics and other clients are served as usual (RE2 matches in linear time)."""
+    evil = 'data.s matches "(a+)+$"'
+    trap = {"type": "t", "data": {"s": "a" * 40 + "!"}}
+    cli.batch([trap, {"type": "t", "data": {"s": "aaa"}}])
+    pathological = clients.connect(server, q(from_="beginning", where=evil))
+    plain = clients.reader(clients.connect(server, q(from_="beginning")), expect=6, timeout=2 * DEADLINE)
+    server.wait_metric(CLIENTS, 2)
+    cli.batch([trap, trap, trap, {"type": "t", "data": {"s": "a" * 5000}}])
+    assert server.get("/health").status == 200
+    assert server.metrics()[LAST] == 5
+    plain.wait(6)
+    assert plain.offsets == list(range(6))
+    assert offsets(receive(pathological, 2)) == [1, 5]
+
+
 # -- the stream --------------------------------------------------------------------------------
 
 def test_backlog_then_live_in_order_across_segment_rolls_while_other_processes_append(
