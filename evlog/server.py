@@ -23,6 +23,7 @@ import asyncio
 import hmac
 import logging
 import os
+import re
 import secrets
 import signal
 import struct
@@ -156,11 +157,43 @@ def _stored_token(path: Path) -> str:
 
 @dataclass
 class StreamQuery:
-    start: str = "end"          # "end", "beginning" or an offset
+    start: int | str = "end"    # "end", "beginning" or an offset
     since_us: int | None = None
     last: int | None = None
     filter: Filter = field(default_factory=Filter)
     format: str = "json"
+
+
+MAX_NUMBER = (1 << 63) - 1     # offsets and counts: what a signed 64-bit integer holds
+_NUMBER_RE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٢"
+MAX_TIME_TEXT = 64             # longer than any time or duration a person writes
+_FIRST_US = -62_135_596_800 * 1_000_000       # 0001-01-01T00:00:00Z: RFC 3339 writes years 1 to 9999
+_END_US = 253_402_300_800 * 1_000_000         # 10000-01-01T00:00:00Z
+
+
+def _shown(text: str) -> str:
+    """A parameter's value for an error message: quoted, and cut short when it is long."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
+
+
+def _number(name: str, text: str, what: str) -> int:
+    if _NUMBER_RE.fullmatch(text) is None or int(text) > MAX_NUMBER:
+        raise UsageError(f"{name}={_shown(text)}: use {what} (ASCII digits, at most {MAX_NUMBER})")
+    return int(text)
+
+
+def _since_us(text: str) -> int:
+    """A `since` value in microseconds; before the epoch is the epoch (no event is older)."""
+    if len(text) > MAX_TIME_TEXT:
+        raise UsageError(f"since={_shown(text)}: too long for a time or a duration")
+    try:
+        us = parse_time_us(text)
+    except (ValueError, OverflowError) as e:  # units.parse_time_us may raise either for huge durations
+        raise UsageError(f"since: {e}" if isinstance(e, ValueError) else f"since={_shown(text)}: out of range") \
+            from None
+    if not _FIRST_US <= us < _END_US:
+        raise UsageError(f"since={_shown(text)}: out of range (years 1 to 9999)")
+    return max(0, us)
 
 
 def parse_query(query: str) -> StreamQuery:
@@ -182,20 +215,13 @@ def parse_query(query: str) -> StreamQuery:
     q = StreamQuery()
     start = one("from")
     if start is not None:
-        if start not in ("beginning", "end") and not start.isdigit():
-            raise UsageError(f"from={start!r}: use an offset, `beginning` or `end`")
-        q.start = start
+        q.start = start if start in ("beginning", "end") else _number("from", start, "an offset, `beginning` or `end`")
     since = one("since")
     if since is not None:
-        try:
-            q.since_us = parse_time_us(since)
-        except ValueError as e:
-            raise UsageError(f"since: {e}") from None
+        q.since_us = _since_us(since)
     last = one("last")
     if last is not None:
-        if not last.isdigit():
-            raise UsageError(f"last={last!r}: use a number of events")
-        q.last = int(last)
+        q.last = _number("last", last, "a number of events")
     if sum(x is not None for x in (start, since, last)) > 1:
         raise UsageError("give at most one of from, since, last")
     fmt = one("format") or "json"
@@ -309,12 +335,24 @@ class Hub:
         return ring[i:i + RING_STEP]
 
 
+@dataclass
+class _Admission:
+    """A /stream request that passed every check: what it asked for and the offset its stream starts at."""
+
+    query: StreamQuery
+    start: int = 0
+
+
 class StreamServer:
     def __init__(self, log: Log, tokens: Tokens, origins: list[str], max_clients: int | None) -> None:
         self.log, self.tokens, self.origins, self.max_clients = log, tokens, origins, max_clients
         self.metrics = Metrics()
         self.hub: Hub | None = None
         self.stopping = False
+        # Connections admitted to /stream, from their request until they close: --max-clients counts these,
+        # so that handshakes in flight together cannot all pass the check.
+        self.admitted: dict[ServerConnection, _Admission] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     # -- HTTP, before any upgrade ------------------------------------------------------------
 
@@ -333,9 +371,11 @@ class StreamServer:
         values = urllib.parse.parse_qs(query).get("token")
         return values[0] if values else None
 
-    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
         response = self._route(conn, request, path, query)
+        if response is None:
+            response = await self._admit(conn)
         status = response.status_code if response is not None else 101
         peer = conn.remote_address[0] if conn.remote_address else "?"
         diag.info(f"{peer} GET {redact(request.path)} {status}", client=peer, path=redact(request.path),
@@ -361,23 +401,50 @@ class StreamServer:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return self._respond(conn, 426, "/stream is a WebSocket endpoint\n")
         try:
-            conn.evlog_query = parse_query(query)  # type: ignore[attr-defined]
+            stream_query = parse_query(query)
         except UsageError as e:
             return self._respond(conn, 400, f"{e}\n")
-        if self.max_clients is not None and self.hub is not None and len(self.hub.clients) >= self.max_clients:
+        if self.max_clients is not None and len(self.admitted) >= self.max_clients:
             return self._respond(conn, 503, f"too many clients (--max-clients {self.max_clients})\n")
+        self.admitted[conn] = _Admission(stream_query)  # before any await: the count holds for the next one
+        task = asyncio.get_running_loop().create_task(self._forget_when_closed(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return None
+
+    async def _admit(self, conn: ServerConnection) -> Response | None:
+        """Find the offset the stream starts at, before the upgrade: a value that cannot be served is a 400."""
+        admission = self.admitted[conn]
+        try:
+            admission.start = await asyncio.to_thread(self._start_offset, admission.query)
+        except (ValueError, OverflowError) as e:
+            self.admitted.pop(conn, None)
+            return self._respond(conn, 400, f"cannot start the stream there: {e}\n")
+        except EvlogError as e:
+            self.admitted.pop(conn, None)
+            diag.error(f"cannot start a stream: {e}")
+            return self._respond(conn, 500, f"cannot read the log: {e}\n")
+        return None
+
+    async def _forget_when_closed(self, conn: ServerConnection) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
+            self.admitted.pop(conn, None)
 
     # -- the stream --------------------------------------------------------------------------
 
     async def handler(self, ws: ServerConnection) -> None:
         assert self.hub is not None
-        client = _Client(ws, ws.evlog_query, self.log)  # type: ignore[attr-defined]
+        admission = self.admitted.get(ws)
+        if admission is None:  # closed since its handshake
+            return
+        client = _Client(ws, admission.query, self.log)
+        client.next_offset = admission.start
         self.hub.clients.add(client)
         reason = "closed"
         watchdog = asyncio.ensure_future(self._watch(client))
         try:
-            client.next_offset = await asyncio.to_thread(self._start_offset, client.q)
             await self._stream(client)
         except ConnectionClosed:
             pass
@@ -418,15 +485,17 @@ class StreamServer:
             closed.cancel()
 
     def _start_offset(self, q: StreamQuery) -> int:
+        """The offset a stream starts at (the first it may send), read from the index where it must be."""
         assert self.hub is not None
-        if q.start == "beginning":
+        end = self.hub.next_offset
+        if q.start == "beginning" or (q.last is not None and q.last >= end):  # more than the log holds
             return 0
-        if q.start.isdigit():
-            return int(q.start)
+        if isinstance(q.start, int):
+            return q.start
         if q.since_us is not None or q.last is not None:
             first = next(iter(self.log.read(since_us=q.since_us, last=q.last)), None)
-            return self.log.codec.offset(first) if first is not None else self.hub.next_offset
-        return self.hub.next_offset
+            return self.log.codec.offset(first) if first is not None else end
+        return end
 
     def _read_chunk(self, start: int) -> list[Entry]:
         codec = self.log.codec

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from conftest import DEADLINE, TRACEBACK, Background, Evlog, Spawner, error_lines, segment_files, wait_until
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_helpers import (
     TOKEN,
     UPGRADE,
@@ -33,7 +35,8 @@ from server_helpers import (
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS
+from evlog.errors import UsageError
+from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, parse_query
 
 BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 
@@ -266,6 +269,18 @@ BAD_QUERIES = [
     "since=1h&last=3",
     "from=1&from=2",
     "colour=red",
+    # Non-ASCII digits (str.isdigit() takes them, int() takes some) and numbers of absurd length.
+    "from=" + urllib.parse.quote("²"),
+    "from=" + urllib.parse.quote("١٢"),
+    "last=" + urllib.parse.quote("²"),
+    "last=" + urllib.parse.quote("١٢"),
+    "last=" + "9" * 5000,
+    "from=" + "9" * 400,
+    "from=99999999999999999999",
+    "since=" + "9" * 400,
+    "since=" + "9" * 400 + "s",
+    "since=99999999999999999d",
+    "since=" + urllib.parse.quote("²h"),
 ]
 
 
@@ -277,6 +292,28 @@ def test_bad_query_parameters_are_400_with_a_reason_and_no_upgrade(server: Serve
         assert r.body.strip(), f"{query}: empty reason"
         assert not r.header_values("Sec-WebSocket-Accept"), query
     assert server.get("/health").status == 200
+
+
+@pytest.mark.parametrize("query", [
+    "from=" + urllib.parse.quote("١٢"),
+    "last=" + urllib.parse.quote("²"),
+    "since=99999999999999999d",
+    "since=" + "9" * 400 + "s",
+])
+def test_a_malformed_number_is_refused_before_the_upgrade(server: Server, clients: Clients, query: str) -> None:
+    """A WebSocket client asking with a malformed number fails its handshake with 400, never 101 then 1011."""
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server, query)
+    assert e.value.response.status_code == 400
+    assert error_lines(server.proc.stderr()) == [], server.proc.stderr()
+
+
+def test_a_time_before_the_epoch_starts_at_the_beginning(cli: Evlog, server: Server, clients: Clients) -> None:
+    """`since` far in the past (before 1970, within what RFC 3339 can write) is the whole log."""
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    for since in ("1900-01-01", "0001-01-01T00:00:00Z", "100000d"):
+        ws = clients.connect(server, q(since=since))
+        assert offsets(receive(ws, 3)) == [0, 1, 2], since
 
 
 def test_a_client_sees_the_reason_for_a_400(server: Server, clients: Clients) -> None:
@@ -302,6 +339,30 @@ def test_a_catastrophic_pattern_does_not_hold_up_the_server(cli: Evlog, server: 
     plain.wait(6)
     assert plain.offsets == list(range(6))
     assert offsets(receive(pathological, 2)) == [1, 5]
+
+
+PARAM_NAMES = ["from", "since", "last", "type", "key", "subject", "source", "where", "format", "token", "x", ""]
+param_values = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="0123456789²١٢", min_size=1, max_size=25),  # digits, ASCII or not
+    st.text(alphabet="0123456789²١٢.-+eEdhms ", max_size=30),
+    st.sampled_from(["beginning", "end", "json", "cloudevents", "order.*", "a.>", "1h", "2026-01-01",
+                     'data.n > 1', 'type matches "("', 'type matches "(?=a)"', "9" * 5000]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(query=st.one_of(
+    st.text(max_size=200),
+    st.tuples(st.sampled_from(PARAM_NAMES), param_values).map(lambda pair: urllib.parse.urlencode([pair])),
+    st.lists(st.tuples(st.sampled_from(PARAM_NAMES), param_values), max_size=4).map(urllib.parse.urlencode),
+))
+def test_parse_query_returns_or_raises_usage_error(query: str) -> None:
+    """Whatever the query string, parse_query returns a query or raises UsageError: never anything else."""
+    try:
+        parse_query(query)
+    except UsageError as e:
+        assert str(e).strip() and "\n" not in str(e)
 
 
 # -- the stream --------------------------------------------------------------------------------
