@@ -3,7 +3,8 @@
     GET /health   200 {"status": "ok"}, no credentials
     GET /metrics  Prometheus text, credentials required
     GET /stream   WebSocket upgrade, credentials required: Authorization: Bearer
-                  TOKEN, or ?token=TOKEN (browsers cannot set headers)
+                  TOKEN, or ?token=TOKEN (browsers cannot set headers). The 101
+                  response says where the stream starts: X-Evlog-Start-Offset.
 
 One hub follows the log for everyone: a single follower thread (one
 filesystem watcher) reads each new frame once into a ring of the newest
@@ -41,8 +42,9 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from evlog.credentials import redact
 from evlog.diag import diag
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.filters import Filter
 from evlog.log import Log
 from evlog.units import parse_time_us
@@ -55,6 +57,7 @@ CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot 
 BACKLOG_CHUNK = RING_STEP
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
+START_HEADER = "X-Evlog-Start-Offset"  # on the 101 response: the first offset the stream may send
 
 
 def text_frames(messages: list[bytes]) -> bytes:
@@ -75,20 +78,6 @@ def text_frames(messages: list[bytes]) -> bytes:
 _FRAME_SHORT = [bytes((0x81, n)) for n in range(126)]
 _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
-
-
-def redact(path: str) -> str:
-    """A request path safe to log: the value of every `token` parameter, however spelt, replaced."""
-    base, sep, query = path.partition("?")
-    if not sep:
-        return path
-    parts = []
-    for pair in query.split("&"):
-        name, eq, _ = pair.partition("=")
-        if urllib.parse.unquote_plus(name).strip().lower() == "token":
-            pair = f"{name}{eq}[redacted]"
-        parts.append(pair)
-    return base + "?" + "&".join(parts)
 
 
 class Tokens:
@@ -412,6 +401,13 @@ class StreamServer:
         task.add_done_callback(self.tasks.discard)
         return None
 
+    def process_response(self, conn: ServerConnection, request: Request, response: Response) -> None:
+        """Tell an upgraded client the offset its stream starts at, so that it can resume from there
+        (X-Evlog-Start-Offset) even when it has received nothing yet."""
+        admission = self.admitted.get(conn)
+        if admission is not None and response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            response.headers[START_HEADER] = str(admission.start)
+
     async def _admit(self, conn: ServerConnection) -> Response | None:
         """Find the offset the stream starts at, before the upgrade: a value that cannot be served is a 400."""
         admission = self.admitted[conn]
@@ -498,12 +494,17 @@ class StreamServer:
         return end
 
     def _read_chunk(self, start: int) -> list[Entry]:
+        """Entries from disk from `start` on; at a damaged record, those before it (the next read raises)."""
         codec = self.log.codec
         out = []
-        for frame in self.log.read(start=start):
-            out.append((codec.offset(frame), frame, codec.json(frame)))
-            if len(out) >= BACKLOG_CHUNK:
-                break
+        try:
+            for frame in self.log.read(start=start):
+                out.append((codec.offset(frame), frame, codec.json(frame)))
+                if len(out) >= BACKLOG_CHUNK:
+                    break
+        except CorruptionError:
+            if not out:
+                raise
         return out
 
     async def _stream(self, client: _Client) -> None:
@@ -592,7 +593,8 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        server = await serve(app.handler, host, port, process_request=app.process_request, compression=None,
+        server = await serve(app.handler, host, port, process_request=app.process_request,
+                             process_response=app.process_response, compression=None,
                              max_size=MAX_MESSAGE, open_timeout=10, ping_interval=20, ping_timeout=20,
                              ssl=ssl_context, server_header="evlog", logger=ws_logger)
     except OSError as e:

@@ -838,3 +838,83 @@ def test_subscribe_no_reconnect_with_nothing_listening_fails(cli: Evlog, server:
     r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect", timeout=DEADLINE)
     assert r.rc == 1, r
     assert len(error_lines(r.err)) == 1, r.err
+
+
+@pytest.mark.parametrize("how", ["from-end", "filter-matched-nothing"])
+def test_subscribe_that_printed_nothing_resumes_where_its_stream_began(cli: Evlog, spawn: Spawner, server: Server,
+                                                                       how: str) -> None:
+    """A subscriber that has printed nothing yet (default `from` end, or a filter that matched nothing so far)
+    resumes after a reconnect where its first stream began: events appended while it was away are printed."""
+    cli.batch([{"type": "before", "data": i} for i in range(3)])
+    server.wait_metric(LAST, 2)
+    flags = ["--type", "wanted"] if how == "filter-matched-nothing" else []
+    sub = subscriber(spawn, server, "--format", "json", *flags)
+    server.wait_metric(CLIENTS, 1)
+    if flags:
+        cli.batch([{"type": "other", "data": i} for i in range(3)])
+        server.wait_metric(SENT, 0)
+        server.wait_metric(LAST, 5)
+    assert stop_server(server) == 143
+    wait_until(lambda: "reconnecting" in sub.stderr(), message=lambda: sub.stderr())
+    cli.batch([{"type": "wanted", "data": i} for i in range(3)])  # while the server is down
+    start_server(spawn, port=server.port)
+    cli.batch([{"type": "wanted", "data": "live"}])
+    expected = cli.ok("read", "--format", "json", "--type", "wanted").splitlines()
+    assert len(expected) == 4
+    assert sub.wait_lines(4, timeout=2 * DEADLINE) == expected
+
+
+def flip_record(cli: Evlog, offset: int) -> None:
+    """Damage the stored record at `offset` (a JSON Lines log): one flipped bit inside its data."""
+    for path in segment_files(cli.dir):
+        data = bytearray(path.read_bytes())
+        at = data.find(b'{"offset":%d,' % offset)
+        if at >= 0:
+            pos = data.index(b'"data":', at) + 9
+            data[pos] ^= 0x01
+            path.write_bytes(bytes(data))
+            return
+    raise AssertionError(f"no record {offset}")
+
+
+def test_subscribe_backs_off_from_a_server_that_fails_at_once(cli: Evlog, spawn: Spawner) -> None:
+    """A subscriber whose every connection fails at once (the server closes with 1011 at a damaged record)
+    reconnects ever more slowly: the backoff starts again only after a healthy connection."""
+    cli.ok("init", "--segment-bytes", "1KiB")
+    cli.batch([{"type": "t", "data": {"i": i, "pad": "p" * 60}} for i in range(30)])
+    assert len(segment_files(cli.dir)) > 3
+    flip_record(cli, 2)  # in the first, sealed segment: the server starts, a backlog read fails there
+    server = start_server(spawn)
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", "json")
+
+    def delays() -> list[float]:
+        return [float(d) for d in re.findall(r"reconnecting in ([0-9.]+)s", sub.stderr())]
+
+    wait_until(lambda: len(delays()) >= 4, timeout=3 * DEADLINE, message=lambda: sub.stderr())
+    assert [json.loads(line)["offset"] for line in sub.lines()] == [0, 1]
+    first = delays()[:4]
+    assert first == sorted(set(first)), f"the delays do not grow: {first}"
+
+
+SECRET = "query-token-that-must-stay-secret"
+
+
+def test_subscribe_never_shows_a_token_from_its_url(cli: Evlog, spawn: Spawner, server: Server) -> None:
+    """A token in the URL's query appears in no error, warning or debug line of subscribe."""
+    url = server.url + "?token=" + SECRET
+    r = cli("subscribe", url, "--token", "wrong-token-wrong-token")
+    assert r.rc == 1 and "401" in r.err, r
+    assert SECRET not in r.err and "[redacted]" in r.err, r.err
+
+    sub = spawn("-v", "subscribe", url, "--token", TOKEN)
+    server.wait_metric(CLIENTS, 1)
+    assert stop_server(server) == 143
+    wait_until(lambda: "reconnecting" in sub.stderr(), message=lambda: sub.stderr())
+    sub.signal(signal.SIGTERM)
+    sub.wait()
+    assert "connected to" in sub.stderr(), sub.stderr()
+    assert SECRET not in sub.stderr(), sub.stderr()
+
+    r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect")
+    assert r.rc == 1, r
+    assert SECRET not in r.err, r.err
