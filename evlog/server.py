@@ -12,7 +12,10 @@ events, bounded in count and bytes. Every client has a cursor (the next
 offset it should see) and reads the ring at its own pace; a client whose
 cursor is older than the ring (its backlog, or a burst larger than the ring)
 reads from disk instead. Offsets make every hand-over gap-free and
-duplicate-free, and memory is the ring's whatever clients do. A client that
+duplicate-free. Memory is bounded in bytes whatever clients do and whatever
+the event size: the ring's, plus for each client one step (RING_STEP events,
+STEP_BYTES bytes, or one bigger event) read from the ring or disk and one
+written to its connection, whose buffer must drain before the next. A client that
 takes nothing for STALL_SECONDS while events wait is closed with 1013 and a
 reason naming the offset to resume from. Tokens are compared in constant time and never logged:
 query strings in access logs have their token redacted.
@@ -21,6 +24,7 @@ query strings in access logs have their token redacted.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
 import logging
 import os
@@ -32,6 +36,7 @@ import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -51,10 +56,10 @@ from evlog.units import parse_time_us
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
 RING_BYTES = 32 << 20      # ... and at most this many bytes of them (frames and their JSON)
-RING_STEP = 1_000          # events taken at once, from the ring or from disk
+RING_STEP = 1_000          # events taken at once, from the ring or from disk ...
+STEP_BYTES = 1 << 20       # ... and at most this many bytes of them (frames and JSON), or one bigger event
 STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
 CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot get through
-BACKLOG_CHUNK = RING_STEP
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
 START_HEADER = "X-Evlog-Start-Offset"  # on the 101 response: the first offset the stream may send
@@ -273,6 +278,10 @@ class Hub:
     larger than the ring costs nothing but disk reads, and memory stays the
     ring's, whatever clients do. A client that does not take what is there
     for STALL_SECONDS is closed with 1013.
+
+    The follower thread hands new entries to the event loop a step at a time
+    (RING_STEP events, STEP_BYTES bytes) and waits until each step is in the
+    ring, so nothing piles up between the thread and the loop.
     """
 
     def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
@@ -280,6 +289,7 @@ class Hub:
         self.clients: set[_Client] = set()
         self.next_offset = log.next_offset()
         self.ring: list[Entry] = []
+        self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
@@ -291,37 +301,80 @@ class Hub:
         from evlog.follow import Follower
 
         follower = Follower(self.log, self.next_offset)
-        offset_of = self.log.codec.offset
-        to_json = self.log.codec.json
         try:
             for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-                for i in range(0, len(frames), RING_STEP):
-                    batch = [(offset_of(f), f, to_json(f)) for f in frames[i:i + RING_STEP]]
-                    self.loop.call_soon_threadsafe(self._publish, batch)
+                for batch in self._steps(frames):
+                    if not self._hand_over(batch):
+                        return
         except Exception as e:  # noqa: BLE001 - reported; clients keep their disk path
-            self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
+            if not self.stop.is_set():
+                self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
 
-    def _publish(self, batch: list[Entry]) -> None:
+    def _steps(self, frames: list[bytes]) -> Iterator[list[Entry]]:
+        """`frames` as entries, a step (RING_STEP events, STEP_BYTES bytes, at least one event) at a time."""
+        offset_of, to_json = self.log.codec.offset, self.log.codec.json
+        batch: list[Entry] = []
+        size = 0
+        for f in frames:
+            j = to_json(f)
+            batch.append((offset_of(f), f, j))
+            size += len(f) + len(j)
+            if len(batch) >= RING_STEP or size >= STEP_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _hand_over(self, batch: list[Entry]) -> bool:
+        """Put `batch` in the ring (on the loop) and wait until it is there; False when stopping."""
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(self._publish, batch, done)
+        while not done.wait(0.5):
+            if self.stop.is_set():
+                return False
+        return True
+
+    def _publish(self, batch: list[Entry], done: threading.Event | None = None) -> None:
+        end = self.ring_ends[-1] if self.ring_ends else 0
+        for _, f, j in batch:
+            end += len(f) + len(j)
+            self.ring_ends.append(end)
         self.ring.extend(batch)
-        self.ring_bytes += sum(len(f) + len(j) for _, f, j in batch)
+        self.ring_bytes = end - (self.ring_ends[0] - _size(self.ring[0]))
         drop = 0
         while len(self.ring) - drop > RING_EVENTS or (self.ring_bytes > RING_BYTES and len(self.ring) - drop > 1):
-            _, f, j = self.ring[drop]
-            self.ring_bytes -= len(f) + len(j)
+            self.ring_bytes -= _size(self.ring[drop])
             drop += 1
         if drop:
             del self.ring[:drop]
+            del self.ring_ends[:drop]
         self.next_offset = batch[-1][0] + 1
         for c in self.clients:
             c.wake.set()
+        if done is not None:
+            done.set()
 
     def from_ring(self, offset: int) -> list[Entry] | None:
-        """Entries from `offset` on (at most RING_STEP), or None when `offset` is older than the ring."""
+        """Entries from `offset` on, a step at most (RING_STEP events, STEP_BYTES bytes, at least one), or None
+        when `offset` is older than the ring."""
         ring = self.ring
         if not ring or offset < ring[0][0]:
             return None
-        i = offset - ring[0][0]  # live offsets are contiguous
-        return ring[i:i + RING_STEP]
+        i = bisect.bisect_left(ring, offset, key=_offset_of)  # offsets increase; after a repair, with gaps
+        if i == len(ring):
+            return []
+        ends = self.ring_ends
+        budget = ends[i] - _size(ring[i]) + STEP_BYTES
+        j = bisect.bisect_right(ends, budget, i, min(len(ring), i + RING_STEP))
+        return ring[i:max(j, i + 1)]
+
+
+def _size(entry: Entry) -> int:
+    return len(entry[1]) + len(entry[2])
+
+
+def _offset_of(entry: Entry) -> int:
+    return entry[0]
 
 
 @dataclass
@@ -494,13 +547,17 @@ class StreamServer:
         return end
 
     def _read_chunk(self, start: int) -> list[Entry]:
-        """Entries from disk from `start` on; at a damaged record, those before it (the next read raises)."""
+        """Entries from disk from `start` on, a step at most (RING_STEP events, STEP_BYTES bytes, at least one);
+        at a damaged record, those before it (the next read raises)."""
         codec = self.log.codec
         out = []
+        size = 0
         try:
             for frame in self.log.read(start=start):
-                out.append((codec.offset(frame), frame, codec.json(frame)))
-                if len(out) >= BACKLOG_CHUNK:
+                json_text = codec.json(frame)
+                out.append((codec.offset(frame), frame, json_text))
+                size += len(frame) + len(json_text)
+                if len(out) >= RING_STEP or size >= STEP_BYTES:
                     break
         except CorruptionError:
             if not out:
@@ -521,16 +578,24 @@ class StreamServer:
                     await client.wake.wait()
                 continue
             batch = hub.from_ring(client.next_offset)
-            if batch is None:
+            if not batch:
                 batch = await asyncio.to_thread(self._read_chunk, client.next_offset)
                 if not batch:  # the hub has seen offsets the disk no longer holds (compacted): catch up
                     client.next_offset = max(client.next_offset, hub.ring[0][0] if hub.ring else hub.next_offset)
                     continue
-            await self._send(client, batch)
+            count = self._write(client, batch)
+            batch = []  # what is written is the transport's now: hold no second copy while waiting
+            if count:
+                await ws.drain()
+                self.metrics.events_sent += count
+            client.progress_at = time.monotonic()
 
-    async def _send(self, client: _Client, batch: list[Entry]) -> None:
-        """One text message per matching event, framed together and written with one drain
-        (the send context websockets documents for writing several frames at once)."""
+    def _write(self, client: _Client, batch: list[Entry]) -> int:
+        """Write one text message per matching event of `batch`, framed together; returns how many.
+
+        A batch is a step (STEP_BYTES, or one bigger event), and the stream waits for the transport's
+        buffer to drain before the next: a client that does not read holds at most one step in it.
+        """
         match, ws = client.match, client.ws
         as_json = client.q.format == "json"
         messages = []
@@ -543,13 +608,11 @@ class StreamServer:
         if messages:
             if ws.protocol.state is not State.OPEN:
                 raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
-            # The whole batch as one write of ready-made frames, then one wait for the buffer.
-            # Framing here is the plain RFC 6455 text frame a server sends (unmasked, final, no
-            # extension: compression is off), which websockets would build one object at a time.
+            # One write of ready-made frames (the send context websockets documents for writing several
+            # frames at once). Framing here is the plain RFC 6455 text frame a server sends (unmasked,
+            # final, no extension: compression is off), which websockets would build one object at a time.
             ws.transport.write(text_frames(messages))
-            await ws.drain()
-            self.metrics.events_sent += len(messages)
-        client.progress_at = time.monotonic()
+        return len(messages)
 
     def _cloudevent(self, frame: bytes) -> bytes:
         import msgspec

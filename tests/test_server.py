@@ -36,7 +36,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
 from evlog.errors import UsageError
-from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, parse_query
+from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, STEP_BYTES, parse_query
 
 BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 
@@ -553,6 +553,40 @@ def test_a_stalled_client_is_closed_with_1013_and_healthy_clients_get_every_even
     assert (m[disconnects("lagging")], m[disconnects("closed")], m[disconnects("error")]) == (2, 0, 0), m
     # Memory is the shared ring's, whatever the stalled clients miss: a second burst adds nothing.
     assert rss_second - rss_first < 100 * 1024, f"RSS grew from {rss_first} KiB to {rss_second} KiB"
+
+
+MIB = 1 << 20
+
+
+def test_memory_is_bounded_in_bytes_when_clients_with_big_events_never_read(cli: Evlog, spawn: Spawner,
+                                                                            clients: Clients) -> None:
+    """With events of about 1 MiB and clients that never read (two on the backlog, two live), the server's peak
+    memory grows by no more than its ring and a few steps of bytes per client, whatever the number of events."""
+    cli.ok("init")
+    big = 1_000_000
+    events = [{"type": "big", "data": {"i": i, "pad": "x" * big}} for i in range(40)]
+    server = start_server(spawn)
+    base = server.rss_kib()
+    for i in range(0, 40, 5):
+        cli.batch(events[i:i + 5])
+    server.wait_metric(LAST, 39)
+    stalled = [clients.stalled(server, q(from_="beginning")) for _ in range(2)]
+    stalled += [clients.stalled(server) for _ in range(2)]
+    server.wait_metric(CLIENTS, 4)
+    for i in range(0, 40, 5):
+        cli.batch(events[i:i + 5])
+    server.wait_metric(LAST, 79)
+    reader = clients.reader(clients.connect(server, q(from_="beginning")), expect=80, timeout=60)
+    reader.wait(80)
+    assert reader.offsets == list(range(80))
+    # A client holds at most a step of events being read and one being written (a step is STEP_BYTES, or one
+    # bigger event, frame and JSON); the follower hands over a batch of five events at a time here.
+    per_client = 2 * STEP_BYTES + 4 * MIB
+    bound = RING_BYTES + 5 * per_client + 10 * MIB + 48 * MIB  # 48 MiB: allocator slack
+    peak = server.rss_kib("VmHWM")
+    print(f"RSS at start {base // 1024} MiB, peak {peak // 1024} MiB, bound +{bound // MIB} MiB")
+    assert (peak - base) * 1024 < bound, \
+        f"peak RSS grew by {(peak - base) // 1024} MiB from {base // 1024} MiB; the bound is {bound // MIB} MiB"
 
 
 def test_the_1013_reason_names_the_offset_after_the_last_event_delivered(cli: Evlog, server: Server,
