@@ -1,6 +1,7 @@
 """`evlog serve`: the log as a WebSocket stream, authenticated (SPEC 6 serve).
 
-    GET /health   200 {"status": "ok"}, no credentials
+    GET /health   200 {"status": "ok"}, no credentials; 503 {"status": "unhealthy",
+                  "problem": ...} while following the log fails
     GET /metrics  Prometheus text, credentials required
     GET /stream   WebSocket upgrade, credentials required: Authorization: Bearer
                   TOKEN, or ?token=TOKEN (browsers cannot set headers). The 101
@@ -26,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import hmac
+import json
 import logging
 import os
 import re
@@ -62,6 +64,7 @@ STALL_SECONDS = 10.0       # a client that takes nothing for this long, with eve
 CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot get through
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
+FOLLOW_RETRY = (0.5, 5.0)  # following that failed is tried again after this long, doubling up to the second
 START_HEADER = "X-Evlog-Start-Offset"  # on the 101 response: the first offset the stream may send
 
 
@@ -235,7 +238,8 @@ class Metrics:
         self.disconnects: Counter[str] = Counter()
         self.started = time.time()
 
-    def render(self, clients: int, last_offset: int | None) -> str:
+    def render(self, clients: int, last_offset: int | None, follower_up: bool = True,
+               follower_failures: int = 0) -> str:
         lines = [
             "# HELP evlog_clients_connected WebSocket clients connected now.",
             "# TYPE evlog_clients_connected gauge",
@@ -253,6 +257,12 @@ class Metrics:
             "# HELP evlog_last_offset Offset of the newest event the server has seen.",
             "# TYPE evlog_last_offset gauge",
             f"evlog_last_offset {-1 if last_offset is None else last_offset}",
+            "# HELP evlog_follower_up Whether following the log works (0 while it fails and is retried).",
+            "# TYPE evlog_follower_up gauge",
+            f"evlog_follower_up {int(follower_up)}",
+            "# HELP evlog_follower_failures_total Times following the log failed.",
+            "# TYPE evlog_follower_failures_total counter",
+            f"evlog_follower_failures_total {follower_failures}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -291,6 +301,8 @@ class Hub:
         self.ring: list[Entry] = []
         self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
+        self.problem: str | None = None  # why following fails, while it does
+        self.failures = 0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
 
@@ -298,17 +310,51 @@ class Hub:
         self.thread.start()
 
     def _follow(self) -> None:
+        """Follow the log until stopped; when following fails (a damaged record, an I/O error), report it
+        and try again from the next offset, with backoff, so that streaming recovers by itself (after
+        `evlog verify --repair`, say)."""
+        delay = FOLLOW_RETRY[0]
+        while not self.stop.is_set():
+            try:
+                self._follow_once()
+                return
+            except Exception as e:  # noqa: BLE001 - reported once per outage; the next try may succeed
+                if self.stop.is_set():
+                    return
+                self.loop.call_soon_threadsafe(self._failed, f"following the log failed: {e}")
+            if self.stop.wait(delay):
+                return
+            delay = min(FOLLOW_RETRY[1], delay * 2)
+
+    def _follow_once(self) -> None:
         from evlog.follow import Follower
 
-        follower = Follower(self.log, self.next_offset)
+        follower = Follower(self.log, self.next_offset)  # the loop has published everything before it
         try:
-            for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-                for batch in self._steps(frames):
-                    if not self._hand_over(batch):
-                        return
-        except Exception as e:  # noqa: BLE001 - reported; clients keep their disk path
-            if not self.stop.is_set():
-                self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
+            frames = follower.poll()  # raises at once while the damage that stopped the last try is there
+        except BaseException:
+            follower.close()
+            raise
+        if self.problem is not None:
+            self.loop.call_soon_threadsafe(self._recovered)
+        for batch in self._steps(frames):
+            if not self._hand_over(batch):
+                return
+        for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+            for batch in self._steps(frames):
+                if not self._hand_over(batch):
+                    return
+
+    def _failed(self, problem: str) -> None:
+        if self.problem is None:  # logged once per outage, however often it is tried again
+            diag.error(problem + " (trying again; /health reports it until following works)")
+        self.problem = problem
+        self.failures += 1
+
+    def _recovered(self) -> None:
+        if self.problem is not None:
+            diag.info(f"following the log again from offset {self.next_offset}")
+        self.problem = None
 
     def _steps(self, frames: list[bytes]) -> Iterator[list[Entry]]:
         """`frames` as entries, a step (RING_STEP events, STEP_BYTES bytes, at least one event) at a time."""
@@ -426,6 +472,10 @@ class StreamServer:
 
     def _route(self, conn: ServerConnection, request: Request, path: str, query: str) -> Response | None:
         if path == "/health":
+            problem = self.hub.problem if self.hub is not None else None
+            if problem is not None:
+                body = json.dumps({"status": "unhealthy", "problem": problem})
+                return self._respond(conn, 503, body, "application/json")
             return self._respond(conn, 200, '{"status": "ok"}', "application/json")
         if path not in ("/metrics", "/stream"):
             return self._respond(conn, 404, "not found: use /stream, /health or /metrics\n")
@@ -435,7 +485,9 @@ class StreamServer:
             hub = self.hub
             clients = len(hub.clients) if hub else 0
             last = hub.next_offset - 1 if hub and hub.next_offset else None
-            return self._respond(conn, 200, self.metrics.render(clients, last),
+            up = hub is None or hub.problem is None
+            failures = hub.failures if hub else 0
+            return self._respond(conn, 200, self.metrics.render(clients, last, up, failures),
                                  "text/plain; version=0.0.4")
         origin = request.headers.get("Origin")
         if self.origins and origin is not None and origin not in self.origins:

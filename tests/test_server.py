@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import threading
@@ -616,6 +617,55 @@ def test_a_client_that_keeps_up_gets_every_event_of_one_batch_larger_than_its_qu
     cli.batch([{"type": "big", "data": i} for i in range(3 * RING_EVENTS)])
     reader.wait(3 * RING_EVENTS)
     assert reader.offsets == list(range(3 * RING_EVENTS))
+
+
+# -- a follower that fails ---------------------------------------------------------------------
+
+FOLLOWER_UP = "evlog_follower_up"
+FOLLOWER_FAILURES = "evlog_follower_failures_total"
+
+
+def test_a_failing_follower_makes_health_503_and_recovers_after_repair(cli: Evlog, spawn: Spawner,
+                                                                        clients: Clients, tmp_path: Path) -> None:
+    """When following the log hits a damaged record, /health is 503 naming the problem, /metrics has
+    evlog_follower_up 0, the failure is logged once however often it is retried, and streaming resumes by
+    itself once `evlog verify --repair` has moved the record aside."""
+    cli.ok("init")
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    server = start_server(spawn)
+    live = clients.connect(server)
+    server.wait_metric(CLIENTS, 1)
+    assert server.metrics()[FOLLOWER_UP] == 1
+    # Records 3 and 4 as a copy of the log writes them, added to the served log's segment with 3 damaged.
+    scratch = tmp_path / "scratch"
+    shutil.copytree(cli.dir, scratch)
+    cli.batch([{"type": "t", "data": 3}, {"type": "t", "data": 4}], d=scratch)
+    segment = segment_files(cli.dir)[-1]
+    added = bytearray(segment_files(scratch)[-1].read_bytes()[segment.stat().st_size:])
+    assert added.startswith(b'{"offset":3,') and added.count(b"\n") == 2, added
+    added[added.index(b'"data":') + 7] ^= 0x01
+    with segment.open("ab") as f:
+        f.write(bytes(added))
+
+    wait_until(lambda: server.get("/health").status == 503, message="/health still says ok")
+    health = server.get("/health")
+    assert [v.split(";")[0] for v in health.header_values("Content-Type")] == ["application/json"]
+    body = json.loads(health.body)
+    assert body["status"] == "unhealthy" and "offset 3" in body["problem"], body
+    assert server.metrics()[FOLLOWER_UP] == 0
+    wait_until(lambda: server.metrics()[FOLLOWER_FAILURES] >= 3, message="following is not retried")
+    failures = [line for line in error_lines(server.proc.stderr()) if "following the log failed" in line]
+    assert len(failures) == 1, server.proc.stderr()
+    assert server.metrics()[LAST] == 2
+
+    assert cli("verify", "--repair").rc == 0
+    server.wait_metric(FOLLOWER_UP, 1, timeout=2 * DEADLINE)
+    assert json.loads(server.get("/health").body) == {"status": "ok"}
+    assert offsets(receive(live, 1)) == [4]
+    assert cli.ok("append", "t") == "5\n"
+    assert offsets(receive(live, 1)) == [5]
+    server.wait_metric(LAST, 5)
+    assert "following the log again" in server.proc.stderr()
 
 
 # -- limits and tokens -------------------------------------------------------------------------
