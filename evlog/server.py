@@ -33,6 +33,7 @@ import os
 import re
 import secrets
 import signal
+import stat
 import struct
 import threading
 import time
@@ -49,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from evlog.credentials import redact
+from evlog.credentials import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact
 from evlog.diag import diag
 from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.filters import Filter
@@ -89,7 +90,12 @@ _HEAD_64 = struct.Struct("!BBQ")
 
 
 class Tokens:
-    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token."""
+    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token.
+
+    Every token has at least MIN_TOKEN_LENGTH characters: a shorter --token or EVLOG_TOKEN is a usage
+    error, a shorter line of --token-file an error at start-up and, when the file is rewritten later, a
+    line that is skipped with a warning (the other lines take effect, so revoking still works).
+    """
 
     def __init__(self, log_dir: Path, token: str | None, token_file: Path | None) -> None:
         self.file = token_file
@@ -102,8 +108,9 @@ class Tokens:
                 raise EvlogError(f"--token-file {token_file}: holds no token")
             self.where = f"tokens from {token_file} (re-read when it changes)"
         elif token:
-            self.tokens = [token.encode()]
-            self.where = "the given token" if token != os.environ.get("EVLOG_TOKEN") else "EVLOG_TOKEN"
+            from_env = token == os.environ.get("EVLOG_TOKEN")
+            self.tokens = [check_token(token, "EVLOG_TOKEN" if from_env else "--token").encode()]
+            self.where = "EVLOG_TOKEN" if from_env else "the given token"
         else:
             path = log_dir / ".serve-token"
             self.tokens = [_stored_token(path).encode()]
@@ -111,17 +118,34 @@ class Tokens:
 
     def _reload(self) -> None:
         assert self.file is not None
+        first = self.file_sig is None
         try:
             st = os.stat(self.file)
             sig = (st.st_ino, st.st_mtime_ns, st.st_size)
             if sig == self.file_sig:
                 return
             text = self.file.read_text(encoding="utf-8")
-        except OSError as e:
-            if self.file_sig is None:
-                raise EvlogError(f"--token-file {self.file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            if first:
+                why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise EvlogError(f"--token-file {self.file}: {why}") from None
             return  # keep the tokens we had while the file is being replaced
-        self.tokens = [line.strip().encode() for line in text.splitlines() if line.strip()]
+        tokens = []
+        for n, line in enumerate(text.splitlines(), 1):
+            candidate = line.strip()
+            if not candidate:
+                continue
+            if len(candidate) < MIN_TOKEN_LENGTH:
+                problem = f"--token-file {self.file}: line {n}: a token must be at least {MIN_TOKEN_LENGTH} characters"
+                if first:
+                    raise EvlogError(problem)
+                diag.warning(problem + "; that line is ignored")
+                continue
+            tokens.append(candidate.encode())
+        if first and st.st_mode & 0o077:
+            diag.warning(f"--token-file {self.file} is open to group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o}): consider `chmod 600 {self.file}`")
+        self.tokens = tokens
         self.file_sig = sig
 
     def accepts(self, candidate: str | None) -> bool:
@@ -137,13 +161,16 @@ class Tokens:
 
 
 def _stored_token(path: Path) -> str:
+    """The token in DIR/.serve-token, made (mode 0600, never through a symbolic link) when there is none."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        text = path.read_text(encoding="utf-8").strip()
-        if text:
-            return text
-        raise EvlogError(f"{path} is empty: remove it to have a new token generated") from None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # also a symbolic link, dangling or not: read_stored_token says so
+        stored = read_stored_token(path)
+        if stored is None:
+            raise EvlogError(f"{path} vanished while it was read: try again") from None
+        return stored
+    except OSError as e:
+        raise EvlogError(f"cannot create {path}: {e.strerror}") from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.credentials import redact
+from evlog.credentials import read_stored_token, redact
 from evlog.diag import diag
 from evlog.errors import EvlogError, UsageError
 from evlog.filters import Filter
@@ -35,14 +35,12 @@ START_HEADER = "X-Evlog-Start-Offset"
 
 
 def find_token(token: str | None, env_token: str | None, log_dir: Path) -> str:
+    """--token, else EVLOG_TOKEN, else the local log's .serve-token (read under the rules serve keeps)."""
     if token:
         return token
     if env_token:
         return env_token
-    try:
-        stored = (log_dir / ".serve-token").read_text(encoding="utf-8").strip()
-    except OSError:
-        stored = ""
+    stored = read_stored_token(log_dir / ".serve-token")
     if stored:
         return stored
     raise UsageError(f"no token: give --token, set EVLOG_TOKEN, or run next to a log with {log_dir}/.serve-token")

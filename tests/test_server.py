@@ -19,7 +19,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEADLINE, TRACEBACK, Background, Evlog, Spawner, error_lines, segment_files, wait_until
+from conftest import (
+    DEADLINE,
+    TRACEBACK,
+    Background,
+    Evlog,
+    Result,
+    Spawner,
+    assert_one_error,
+    error_lines,
+    segment_files,
+    wait_until,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from server_helpers import (
@@ -720,21 +731,21 @@ def test_a_rewritten_token_file_takes_effect(cli: Evlog, spawn: Spawner, clients
     """--token-file is re-read when it changes: the new token works and the old one is refused."""
     cli.ok("init")
     tokens = tmp_path / "tokens"
-    tokens.write_text("old-token-0001\n")
+    tokens.write_text("old-token-00000001\n")
     server = start_server(spawn, "serve", "--token-file", tokens, token=None)
-    assert server.get("/metrics", bearer("old-token-0001")).status == 200
-    assert server.get("/metrics", bearer("new-token-0002")).status == 401
+    assert server.get("/metrics", bearer("old-token-00000001")).status == 200
+    assert server.get("/metrics", bearer("new-token-00000002")).status == 401
     if rewrite == "in-place":
-        tokens.write_text("new-token-0002\n")
+        tokens.write_text("new-token-00000002\n")
     else:
-        (tmp_path / "tokens.tmp").write_text("new-token-0002\n")
+        (tmp_path / "tokens.tmp").write_text("new-token-00000002\n")
         os.replace(tmp_path / "tokens.tmp", tokens)
-    wait_until(lambda: server.get("/metrics", bearer("new-token-0002")).status == 200,
+    wait_until(lambda: server.get("/metrics", bearer("new-token-00000002")).status == 200,
                message="the new token is not accepted")
-    assert server.get("/metrics", bearer("old-token-0001")).status == 401
-    clients.connect(server, token="new-token-0002")
+    assert server.get("/metrics", bearer("old-token-00000001")).status == 401
+    clients.connect(server, token="new-token-00000002")
     with pytest.raises(InvalidStatus) as e:
-        clients.connect(server, token="old-token-0001", how="query")
+        clients.connect(server, token="old-token-00000001", how="query")
     assert e.value.response.status_code == 401
     assert "token-000" not in server.proc.stderr()
 
@@ -743,12 +754,88 @@ def test_a_token_file_holds_one_token_per_line(cli: Evlog, spawn: Spawner, tmp_p
     """Every line of --token-file is an accepted token; blank lines are not."""
     cli.ok("init")
     tokens = tmp_path / "tokens"
-    tokens.write_text("alpha-token\n\n  beta-token  \n")
+    tokens.write_text("alpha-token-0123456789\n\n  beta-token-0123456789  \n")
     server = start_server(spawn, "serve", "--token-file", tokens, token=None)
-    assert server.get("/metrics", bearer("alpha-token")).status == 200
-    assert server.get("/metrics", bearer("beta-token")).status == 200
-    assert server.get("/metrics", bearer("gamma-token")).status == 401
+    assert server.get("/metrics", bearer("alpha-token-0123456789")).status == 200
+    assert server.get("/metrics", bearer("beta-token-0123456789")).status == 200
+    assert server.get("/metrics", bearer("gamma-token-0123456789")).status == 401
     assert server.get("/metrics?token=").status == 401
+
+
+def serve_once(cli: Evlog, *args: object, env: dict[str, str] | None = None) -> Result:
+    """`evlog serve --port 0 ARGS` expected to refuse to start (a server that starts is killed at the deadline)."""
+    return cli("serve", "--port", 0, *args, env=env, timeout=DEADLINE)
+
+
+@pytest.mark.parametrize("target", ["a-file", "dangling"])
+def test_a_symlinked_serve_token_is_refused(cli: Evlog, tmp_path: Path, target: str) -> None:
+    """DIR/.serve-token is never followed when it is a symbolic link: serve and subscribe exit 1 saying so."""
+    cli.ok("init")
+    planted = tmp_path / "planted"
+    if target == "a-file":
+        planted.write_text("a-long-enough-planted-secret-value\n")
+        planted.chmod(0o600)
+    (cli.dir / ".serve-token").symlink_to(planted)
+    r = serve_once(cli)
+    assert_one_error(r, 1, ".serve-token", "symbolic link")
+    assert "planted-secret" not in r.err
+    r = cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 1, ".serve-token", "symbolic link")
+    assert (cli.dir / ".serve-token").is_symlink() and (target == "dangling") == (not planted.exists())
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=["0644", "0640", "0604", "0620"])
+def test_a_serve_token_open_to_group_or_others_is_refused(cli: Evlog, mode: int) -> None:
+    """An existing DIR/.serve-token that group or others may read or write is refused (exit 1) with the fix."""
+    cli.ok("init")
+    path = cli.dir / ".serve-token"
+    path.write_text("an-existing-token-of-fine-length\n")
+    path.chmod(mode)
+    r = serve_once(cli)
+    assert_one_error(r, 1, str(path), f"chmod 600 {path}")
+    assert "an-existing-token" not in r.err
+    r = cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 1, f"chmod 600 {path}")
+    path.chmod(0o600)
+    assert "an-existing-token" not in cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect").err
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_short_token_is_a_usage_error(cli: Evlog, how: str) -> None:
+    """A token shorter than 16 characters, from --token or EVLOG_TOKEN, is a usage error (exit 2) that does
+    not show it."""
+    cli.ok("init")
+    short = "shortish-tok15c"
+    assert len(short) == 15
+    if how == "option":
+        r = serve_once(cli, "--token", short)
+    else:
+        r = serve_once(cli, env={**cli.env, "EVLOG_TOKEN": short})
+    assert_one_error(r, 2, "--token" if how == "option" else "EVLOG_TOKEN", "16 characters")
+    assert short not in r.err
+    r = serve_once(cli, "--token", "a")
+    assert_one_error(r, 2, "16 characters")
+
+
+def test_a_token_file_line_shorter_than_16_characters_is_refused(cli: Evlog, spawn: Spawner,
+                                                                 tmp_path: Path) -> None:
+    """A --token-file with a short token is an error naming its line at start-up; a rewrite that adds one keeps
+    the good lines, warns, and never accepts the short token."""
+    cli.ok("init")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("a-good-token-for-the-file\nshort-one\n")
+    r = serve_once(cli, "--token-file", tokens)
+    assert_one_error(r, 1, "line 2", "16 characters")
+    assert "short-one" not in r.err
+
+    tokens.write_text("a-good-token-for-the-file\n")
+    server = start_server(spawn, "serve", "--token-file", tokens, token=None)
+    tokens.write_text("another-good-token-here\nshort-two\n")
+    wait_until(lambda: server.get("/metrics", bearer("another-good-token-here")).status == 200)
+    assert server.get("/metrics", bearer("short-two")).status == 401
+    assert server.get("/metrics", bearer("a-good-token-for-the-file")).status == 401
+    wait_until(lambda: "line 2" in server.proc.stderr(), message=lambda: server.proc.stderr())
+    assert "short-two" not in server.proc.stderr()
 
 
 def test_without_a_token_one_is_generated_into_dir_serve_token_mode_0600(cli: Evlog, spawn: Spawner) -> None:
