@@ -84,6 +84,8 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
     from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
 
+    if start is not None and start not in ("beginning", "end") and _start_offset(start) is None:
+        raise UsageError(f"--from {start!r}: use an offset (ASCII digits, at most 2^63-1), beginning or end")
     render = record_renderer(fmt)
     out = sys.stdout.buffer
     shown = redact(url)
@@ -143,8 +145,8 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
 
 
 def _start_offset(value: str | None) -> int | None:
-    """The server's X-Evlog-Start-Offset, when it sent a sane one."""
-    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19:
+    """An offset written in ASCII digits that fits 63 bits (--from, or the server's X-Evlog-Start-Offset)."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) >= 1 << 63:
         return None
     return int(value)
 

@@ -1089,3 +1089,11 @@ def test_subscribe_never_shows_a_token_from_its_url(cli: Evlog, spawn: Spawner, 
     r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect")
     assert r.rc == 1, r
     assert SECRET not in r.err, r.err
+
+
+@pytest.mark.parametrize("start", ["١٢", "²", "9" * 25, "-1"])
+def test_subscribe_from_takes_ascii_digits_only(cli: Evlog, server: Server, start: str) -> None:
+    """`subscribe --from` with non-ASCII digits or an absurd number is a usage error (exit 2) before connecting."""
+    r = cli("subscribe", server.url, "--token", TOKEN, "--from", start, "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 2, "--from")
+    assert server.metrics()[CLIENTS] == 0
