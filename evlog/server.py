@@ -328,8 +328,9 @@ class Hub:
         self.ring: list[Entry] = []
         self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
-        self.problem: str | None = None  # why following fails, while it does
+        self.problem: str | None = None  # why following fails, while it does (set on the loop)
         self.failures = 0
+        self.following = False  # the follower thread's own view: its current try has polled successfully
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
 
@@ -342,6 +343,7 @@ class Hub:
         `evlog verify --repair`, say)."""
         delay = FOLLOW_RETRY[0]
         while not self.stop.is_set():
+            self.following = False
             try:
                 self._follow_once()
                 return
@@ -349,6 +351,8 @@ class Hub:
                 if self.stop.is_set():
                     return
                 self.loop.call_soon_threadsafe(self._failed, f"following the log failed: {e}")
+            if self.following:  # it worked for a while: a new outage starts the backoff again
+                delay = FOLLOW_RETRY[0]
             if self.stop.wait(delay):
                 return
             delay = min(FOLLOW_RETRY[1], delay * 2)
@@ -362,6 +366,7 @@ class Hub:
         except BaseException:
             follower.close()
             raise
+        self.following = True
         if self.problem is not None:
             self.loop.call_soon_threadsafe(self._recovered)
         for batch in self._steps(frames):
