@@ -291,7 +291,10 @@ SourceOpt = Annotated[str | None, typer.Option("--source", metavar="SOURCE", hel
 WhereOpt = Annotated[
     str | None,
     typer.Option(
-        "--where", metavar="EXPR", help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'."
+        "--where",
+        metavar="EXPR",
+        help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'"
+        " (matches takes RE2 syntax: linear time, no backreferences or look-around).",
     ),
 ]
 FormatOpt = Annotated[
@@ -947,11 +950,20 @@ def serve(
     ] = 8765,
     token: Annotated[
         str | None,
-        typer.Option("--token", envvar="EVLOG_TOKEN", show_envvar=True, help="The token clients must present."),
+        typer.Option(
+            "--token",
+            envvar="EVLOG_TOKEN",
+            show_envvar=True,
+            help="The token clients must present (at least 16 characters).",
+        ),
     ] = None,
     token_file: Annotated[
         Path | None,
-        typer.Option("--token-file", metavar="FILE", help="Tokens, one per line; re-read when the file changes."),
+        typer.Option(
+            "--token-file",
+            metavar="FILE",
+            help="Tokens, one per line, each at least 16 characters; re-read when the file changes.",
+        ),
     ] = None,
     allow_origin: Annotated[
         list[str] | None,
@@ -967,7 +979,11 @@ def serve(
 ) -> None:
     """Stream the log to authenticated WebSocket clients at /stream.
 
-    Without --token/--token-file/EVLOG_TOKEN a token is generated into DIR/.serve-token (mode 0600).
+    Tokens have at least 16 characters (a shorter --token or EVLOG_TOKEN: exit 2).
+    Without --token/--token-file/EVLOG_TOKEN a token is generated into
+    DIR/.serve-token (mode 0600). An existing one must be a regular file of yours,
+    not a symbolic link, closed to group and others (else exit 1: chmod 600 it,
+    or remove it to have a new one generated).
     Example: evlog serve --port 8765 --token-file /etc/evlog/tokens
     """
     from evlog import server

@@ -1,9 +1,11 @@
 """`evlog serve`: the log as a WebSocket stream, authenticated (SPEC 6 serve).
 
-    GET /health   200 {"status": "ok"}, no credentials
+    GET /health   200 {"status": "ok"}, no credentials; 503 {"status": "unhealthy",
+                  "problem": ...} while following the log fails
     GET /metrics  Prometheus text, credentials required
     GET /stream   WebSocket upgrade, credentials required: Authorization: Bearer
-                  TOKEN, or ?token=TOKEN (browsers cannot set headers)
+                  TOKEN, or ?token=TOKEN (browsers cannot set headers). The 101
+                  response says where the stream starts: X-Evlog-Start-Offset.
 
 One hub follows the log for everyone: a single follower thread (one
 filesystem watcher) reads each new frame once into a ring of the newest
@@ -11,7 +13,10 @@ events, bounded in count and bytes. Every client has a cursor (the next
 offset it should see) and reads the ring at its own pace; a client whose
 cursor is older than the ring (its backlog, or a burst larger than the ring)
 reads from disk instead. Offsets make every hand-over gap-free and
-duplicate-free, and memory is the ring's whatever clients do. A client that
+duplicate-free. Memory is bounded in bytes whatever clients do and whatever
+the event size: the ring's, plus for each client one step (RING_STEP events,
+STEP_BYTES bytes, or one bigger event) read from the ring or disk and one
+written to its connection, whose buffer must drain before the next. A client that
 takes nothing for STALL_SECONDS while events wait is closed with 1013 and a
 reason naming the offset to resume from. Tokens are compared in constant time and never logged:
 query strings in access logs have their token redacted.
@@ -20,16 +25,21 @@ query strings in access logs have their token redacted.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hmac
+import json
 import logging
 import os
+import re
 import secrets
 import signal
+import stat
 import struct
 import threading
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -40,20 +50,23 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
+from evlog.credentials import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact
 from evlog.diag import diag
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.filters import Filter
 from evlog.log import Log
 from evlog.units import parse_time_us
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
 RING_BYTES = 32 << 20      # ... and at most this many bytes of them (frames and their JSON)
-RING_STEP = 1_000          # events taken at once, from the ring or from disk
+RING_STEP = 1_000          # events taken at once, from the ring or from disk ...
+STEP_BYTES = 1 << 20       # ... and at most this many bytes of them (frames and JSON), or one bigger event
 STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
 CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot get through
-BACKLOG_CHUNK = RING_STEP
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
+FOLLOW_RETRY = (0.5, 5.0)  # following that failed is tried again after this long, doubling up to the second
+START_HEADER = "X-Evlog-Start-Offset"  # on the 101 response: the first offset the stream may send
 
 
 def text_frames(messages: list[bytes]) -> bytes:
@@ -76,22 +89,13 @@ _HEAD_16 = struct.Struct("!BBH")
 _HEAD_64 = struct.Struct("!BBQ")
 
 
-def redact(path: str) -> str:
-    """A request path safe to log: the value of every `token` parameter, however spelt, replaced."""
-    base, sep, query = path.partition("?")
-    if not sep:
-        return path
-    parts = []
-    for pair in query.split("&"):
-        name, eq, _ = pair.partition("=")
-        if urllib.parse.unquote_plus(name).strip().lower() == "token":
-            pair = f"{name}{eq}[redacted]"
-        parts.append(pair)
-    return base + "?" + "&".join(parts)
-
-
 class Tokens:
-    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token."""
+    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token.
+
+    Every token has at least MIN_TOKEN_LENGTH characters: a shorter --token or EVLOG_TOKEN is a usage
+    error, a shorter line of --token-file an error at start-up and, when the file is rewritten later, a
+    line that is skipped with a warning (the other lines take effect, so revoking still works).
+    """
 
     def __init__(self, log_dir: Path, token: str | None, token_file: Path | None) -> None:
         self.file = token_file
@@ -104,8 +108,9 @@ class Tokens:
                 raise EvlogError(f"--token-file {token_file}: holds no token")
             self.where = f"tokens from {token_file} (re-read when it changes)"
         elif token:
-            self.tokens = [token.encode()]
-            self.where = "the given token" if token != os.environ.get("EVLOG_TOKEN") else "EVLOG_TOKEN"
+            from_env = token == os.environ.get("EVLOG_TOKEN")
+            self.tokens = [check_token(token, "EVLOG_TOKEN" if from_env else "--token").encode()]
+            self.where = "EVLOG_TOKEN" if from_env else "the given token"
         else:
             path = log_dir / ".serve-token"
             self.tokens = [_stored_token(path).encode()]
@@ -113,17 +118,34 @@ class Tokens:
 
     def _reload(self) -> None:
         assert self.file is not None
+        first = self.file_sig is None
         try:
             st = os.stat(self.file)
             sig = (st.st_ino, st.st_mtime_ns, st.st_size)
             if sig == self.file_sig:
                 return
             text = self.file.read_text(encoding="utf-8")
-        except OSError as e:
-            if self.file_sig is None:
-                raise EvlogError(f"--token-file {self.file}: {e.strerror}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            if first:
+                why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise EvlogError(f"--token-file {self.file}: {why}") from None
             return  # keep the tokens we had while the file is being replaced
-        self.tokens = [line.strip().encode() for line in text.splitlines() if line.strip()]
+        tokens = []
+        for n, line in enumerate(text.splitlines(), 1):
+            candidate = line.strip()
+            if not candidate:
+                continue
+            if len(candidate) < MIN_TOKEN_LENGTH:
+                problem = f"--token-file {self.file}: line {n}: a token must be at least {MIN_TOKEN_LENGTH} characters"
+                if first:
+                    raise EvlogError(problem)
+                diag.warning(problem + "; that line is ignored")
+                continue
+            tokens.append(candidate.encode())
+        if first and st.st_mode & 0o077:
+            diag.warning(f"--token-file {self.file} is open to group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o}): consider `chmod 600 {self.file}`")
+        self.tokens = tokens
         self.file_sig = sig
 
     def accepts(self, candidate: str | None) -> bool:
@@ -139,13 +161,16 @@ class Tokens:
 
 
 def _stored_token(path: Path) -> str:
+    """The token in DIR/.serve-token, made (mode 0600, never through a symbolic link) when there is none."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        text = path.read_text(encoding="utf-8").strip()
-        if text:
-            return text
-        raise EvlogError(f"{path} is empty: remove it to have a new token generated") from None
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # also a symbolic link, dangling or not: read_stored_token says so
+        stored = read_stored_token(path)
+        if stored is None:
+            raise EvlogError(f"{path} vanished while it was read: try again") from None
+        return stored
+    except OSError as e:
+        raise EvlogError(f"cannot create {path}: {e.strerror}") from None
     token = secrets.token_urlsafe(32)
     with os.fdopen(fd, "w") as f:
         f.write(token + "\n")
@@ -156,11 +181,43 @@ def _stored_token(path: Path) -> str:
 
 @dataclass
 class StreamQuery:
-    start: str = "end"          # "end", "beginning" or an offset
+    start: int | str = "end"    # "end", "beginning" or an offset
     since_us: int | None = None
     last: int | None = None
     filter: Filter = field(default_factory=Filter)
     format: str = "json"
+
+
+MAX_NUMBER = (1 << 63) - 1     # offsets and counts: what a signed 64-bit integer holds
+_NUMBER_RE = re.compile(r"[0-9]{1,19}")  # ASCII digits only: str.isdigit() also takes "²" and "١٢"
+MAX_TIME_TEXT = 64             # longer than any time or duration a person writes
+_FIRST_US = -62_135_596_800 * 1_000_000       # 0001-01-01T00:00:00Z: RFC 3339 writes years 1 to 9999
+_END_US = 253_402_300_800 * 1_000_000         # 10000-01-01T00:00:00Z
+
+
+def _shown(text: str) -> str:
+    """A parameter's value for an error message: quoted, and cut short when it is long."""
+    return repr(text) if len(text) <= 40 else repr(text[:40]) + f"... ({len(text)} characters)"
+
+
+def _number(name: str, text: str, what: str) -> int:
+    if _NUMBER_RE.fullmatch(text) is None or int(text) > MAX_NUMBER:
+        raise UsageError(f"{name}={_shown(text)}: use {what} (ASCII digits, at most {MAX_NUMBER})")
+    return int(text)
+
+
+def _since_us(text: str) -> int:
+    """A `since` value in microseconds; before the epoch is the epoch (no event is older)."""
+    if len(text) > MAX_TIME_TEXT:
+        raise UsageError(f"since={_shown(text)}: too long for a time or a duration")
+    try:
+        us = parse_time_us(text)
+    except (ValueError, OverflowError) as e:  # units.parse_time_us may raise either for huge durations
+        raise UsageError(f"since: {e}" if isinstance(e, ValueError) else f"since={_shown(text)}: out of range") \
+            from None
+    if not _FIRST_US <= us < _END_US:
+        raise UsageError(f"since={_shown(text)}: out of range (years 1 to 9999)")
+    return max(0, us)
 
 
 def parse_query(query: str) -> StreamQuery:
@@ -182,20 +239,13 @@ def parse_query(query: str) -> StreamQuery:
     q = StreamQuery()
     start = one("from")
     if start is not None:
-        if start not in ("beginning", "end") and not start.isdigit():
-            raise UsageError(f"from={start!r}: use an offset, `beginning` or `end`")
-        q.start = start
+        q.start = start if start in ("beginning", "end") else _number("from", start, "an offset, `beginning` or `end`")
     since = one("since")
     if since is not None:
-        try:
-            q.since_us = parse_time_us(since)
-        except ValueError as e:
-            raise UsageError(f"since: {e}") from None
+        q.since_us = _since_us(since)
     last = one("last")
     if last is not None:
-        if not last.isdigit():
-            raise UsageError(f"last={last!r}: use a number of events")
-        q.last = int(last)
+        q.last = _number("last", last, "a number of events")
     if sum(x is not None for x in (start, since, last)) > 1:
         raise UsageError("give at most one of from, since, last")
     fmt = one("format") or "json"
@@ -215,7 +265,8 @@ class Metrics:
         self.disconnects: Counter[str] = Counter()
         self.started = time.time()
 
-    def render(self, clients: int, last_offset: int | None) -> str:
+    def render(self, clients: int, last_offset: int | None, follower_up: bool = True,
+               follower_failures: int = 0) -> str:
         lines = [
             "# HELP evlog_clients_connected WebSocket clients connected now.",
             "# TYPE evlog_clients_connected gauge",
@@ -233,6 +284,12 @@ class Metrics:
             "# HELP evlog_last_offset Offset of the newest event the server has seen.",
             "# TYPE evlog_last_offset gauge",
             f"evlog_last_offset {-1 if last_offset is None else last_offset}",
+            "# HELP evlog_follower_up Whether following the log works (0 while it fails and is retried).",
+            "# TYPE evlog_follower_up gauge",
+            f"evlog_follower_up {int(follower_up)}",
+            "# HELP evlog_follower_failures_total Times following the log failed.",
+            "# TYPE evlog_follower_failures_total counter",
+            f"evlog_follower_failures_total {follower_failures}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -258,6 +315,10 @@ class Hub:
     larger than the ring costs nothing but disk reads, and memory stays the
     ring's, whatever clients do. A client that does not take what is there
     for STALL_SECONDS is closed with 1013.
+
+    The follower thread hands new entries to the event loop a step at a time
+    (RING_STEP events, STEP_BYTES bytes) and waits until each step is in the
+    ring, so nothing piles up between the thread and the loop.
     """
 
     def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
@@ -265,7 +326,11 @@ class Hub:
         self.clients: set[_Client] = set()
         self.next_offset = log.next_offset()
         self.ring: list[Entry] = []
+        self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
+        self.problem: str | None = None  # why following fails, while it does (set on the loop)
+        self.failures = 0
+        self.following = False  # the follower thread's own view: its current try has polled successfully
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
 
@@ -273,40 +338,129 @@ class Hub:
         self.thread.start()
 
     def _follow(self) -> None:
+        """Follow the log until stopped; when following fails (a damaged record, an I/O error), report it
+        and try again from the next offset, with backoff, so that streaming recovers by itself (after
+        `evlog verify --repair`, say)."""
+        delay = FOLLOW_RETRY[0]
+        while not self.stop.is_set():
+            self.following = False
+            try:
+                self._follow_once()
+                return
+            except Exception as e:  # noqa: BLE001 - reported once per outage; the next try may succeed
+                if self.stop.is_set():
+                    return
+                self.loop.call_soon_threadsafe(self._failed, f"following the log failed: {e}")
+            if self.following:  # it worked for a while: a new outage starts the backoff again
+                delay = FOLLOW_RETRY[0]
+            if self.stop.wait(delay):
+                return
+            delay = min(FOLLOW_RETRY[1], delay * 2)
+
+    def _follow_once(self) -> None:
         from evlog.follow import Follower
 
-        follower = Follower(self.log, self.next_offset)
-        offset_of = self.log.codec.offset
-        to_json = self.log.codec.json
+        follower = Follower(self.log, self.next_offset)  # the loop has published everything before it
         try:
-            for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-                for i in range(0, len(frames), RING_STEP):
-                    batch = [(offset_of(f), f, to_json(f)) for f in frames[i:i + RING_STEP]]
-                    self.loop.call_soon_threadsafe(self._publish, batch)
-        except Exception as e:  # noqa: BLE001 - reported; clients keep their disk path
-            self.loop.call_soon_threadsafe(diag.error, f"following the log failed: {e}")
+            frames = follower.poll()  # raises at once while the damage that stopped the last try is there
+        except BaseException:
+            follower.close()
+            raise
+        self.following = True
+        if self.problem is not None:
+            self.loop.call_soon_threadsafe(self._recovered)
+        for batch in self._steps(frames):
+            if not self._hand_over(batch):
+                return
+        for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+            for batch in self._steps(frames):
+                if not self._hand_over(batch):
+                    return
 
-    def _publish(self, batch: list[Entry]) -> None:
+    def _failed(self, problem: str) -> None:
+        if self.problem is None:  # logged once per outage, however often it is tried again
+            diag.error(problem + " (trying again; /health reports it until following works)")
+        self.problem = problem
+        self.failures += 1
+
+    def _recovered(self) -> None:
+        if self.problem is not None:
+            diag.info(f"following the log again from offset {self.next_offset}")
+        self.problem = None
+
+    def _steps(self, frames: list[bytes]) -> Iterator[list[Entry]]:
+        """`frames` as entries, a step (RING_STEP events, STEP_BYTES bytes, at least one event) at a time."""
+        offset_of, to_json = self.log.codec.offset, self.log.codec.json
+        batch: list[Entry] = []
+        size = 0
+        for f in frames:
+            j = to_json(f)
+            batch.append((offset_of(f), f, j))
+            size += len(f) + len(j)
+            if len(batch) >= RING_STEP or size >= STEP_BYTES:
+                yield batch
+                batch, size = [], 0
+        if batch:
+            yield batch
+
+    def _hand_over(self, batch: list[Entry]) -> bool:
+        """Put `batch` in the ring (on the loop) and wait until it is there; False when stopping."""
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(self._publish, batch, done)
+        while not done.wait(0.5):
+            if self.stop.is_set():
+                return False
+        return True
+
+    def _publish(self, batch: list[Entry], done: threading.Event | None = None) -> None:
+        end = self.ring_ends[-1] if self.ring_ends else 0
+        for _, f, j in batch:
+            end += len(f) + len(j)
+            self.ring_ends.append(end)
         self.ring.extend(batch)
-        self.ring_bytes += sum(len(f) + len(j) for _, f, j in batch)
+        self.ring_bytes = end - (self.ring_ends[0] - _size(self.ring[0]))
         drop = 0
         while len(self.ring) - drop > RING_EVENTS or (self.ring_bytes > RING_BYTES and len(self.ring) - drop > 1):
-            _, f, j = self.ring[drop]
-            self.ring_bytes -= len(f) + len(j)
+            self.ring_bytes -= _size(self.ring[drop])
             drop += 1
         if drop:
             del self.ring[:drop]
+            del self.ring_ends[:drop]
         self.next_offset = batch[-1][0] + 1
         for c in self.clients:
             c.wake.set()
+        if done is not None:
+            done.set()
 
     def from_ring(self, offset: int) -> list[Entry] | None:
-        """Entries from `offset` on (at most RING_STEP), or None when `offset` is older than the ring."""
+        """Entries from `offset` on, a step at most (RING_STEP events, STEP_BYTES bytes, at least one), or None
+        when `offset` is older than the ring."""
         ring = self.ring
         if not ring or offset < ring[0][0]:
             return None
-        i = offset - ring[0][0]  # live offsets are contiguous
-        return ring[i:i + RING_STEP]
+        i = bisect.bisect_left(ring, offset, key=_offset_of)  # offsets increase; after a repair, with gaps
+        if i == len(ring):
+            return []
+        ends = self.ring_ends
+        budget = ends[i] - _size(ring[i]) + STEP_BYTES
+        j = bisect.bisect_right(ends, budget, i, min(len(ring), i + RING_STEP))
+        return ring[i:max(j, i + 1)]
+
+
+def _size(entry: Entry) -> int:
+    return len(entry[1]) + len(entry[2])
+
+
+def _offset_of(entry: Entry) -> int:
+    return entry[0]
+
+
+@dataclass
+class _Admission:
+    """A /stream request that passed every check: what it asked for and the offset its stream starts at."""
+
+    query: StreamQuery
+    start: int = 0
 
 
 class StreamServer:
@@ -315,6 +469,10 @@ class StreamServer:
         self.metrics = Metrics()
         self.hub: Hub | None = None
         self.stopping = False
+        # Connections admitted to /stream, from their request until they close: --max-clients counts these,
+        # so that handshakes in flight together cannot all pass the check.
+        self.admitted: dict[ServerConnection, _Admission] = {}
+        self.tasks: set[asyncio.Task[None]] = set()
 
     # -- HTTP, before any upgrade ------------------------------------------------------------
 
@@ -333,9 +491,11 @@ class StreamServer:
         values = urllib.parse.parse_qs(query).get("token")
         return values[0] if values else None
 
-    def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
         response = self._route(conn, request, path, query)
+        if response is None:
+            response = await self._admit(conn)
         status = response.status_code if response is not None else 101
         peer = conn.remote_address[0] if conn.remote_address else "?"
         diag.info(f"{peer} GET {redact(request.path)} {status}", client=peer, path=redact(request.path),
@@ -344,6 +504,10 @@ class StreamServer:
 
     def _route(self, conn: ServerConnection, request: Request, path: str, query: str) -> Response | None:
         if path == "/health":
+            problem = self.hub.problem if self.hub is not None else None
+            if problem is not None:
+                body = json.dumps({"status": "unhealthy", "problem": problem})
+                return self._respond(conn, 503, body, "application/json")
             return self._respond(conn, 200, '{"status": "ok"}', "application/json")
         if path not in ("/metrics", "/stream"):
             return self._respond(conn, 404, "not found: use /stream, /health or /metrics\n")
@@ -353,7 +517,9 @@ class StreamServer:
             hub = self.hub
             clients = len(hub.clients) if hub else 0
             last = hub.next_offset - 1 if hub and hub.next_offset else None
-            return self._respond(conn, 200, self.metrics.render(clients, last),
+            up = hub is None or hub.problem is None
+            failures = hub.failures if hub else 0
+            return self._respond(conn, 200, self.metrics.render(clients, last, up, failures),
                                  "text/plain; version=0.0.4")
         origin = request.headers.get("Origin")
         if self.origins and origin is not None and origin not in self.origins:
@@ -361,23 +527,57 @@ class StreamServer:
         if request.headers.get("Upgrade", "").lower() != "websocket":
             return self._respond(conn, 426, "/stream is a WebSocket endpoint\n")
         try:
-            conn.evlog_query = parse_query(query)  # type: ignore[attr-defined]
+            stream_query = parse_query(query)
         except UsageError as e:
             return self._respond(conn, 400, f"{e}\n")
-        if self.max_clients is not None and self.hub is not None and len(self.hub.clients) >= self.max_clients:
+        if self.max_clients is not None and len(self.admitted) >= self.max_clients:
             return self._respond(conn, 503, f"too many clients (--max-clients {self.max_clients})\n")
+        self.admitted[conn] = _Admission(stream_query)  # before any await: the count holds for the next one
+        task = asyncio.get_running_loop().create_task(self._forget_when_closed(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
         return None
+
+    def process_response(self, conn: ServerConnection, request: Request, response: Response) -> None:
+        """Tell an upgraded client the offset its stream starts at, so that it can resume from there
+        (X-Evlog-Start-Offset) even when it has received nothing yet."""
+        admission = self.admitted.get(conn)
+        if admission is not None and response.status_code == HTTPStatus.SWITCHING_PROTOCOLS:
+            response.headers[START_HEADER] = str(admission.start)
+
+    async def _admit(self, conn: ServerConnection) -> Response | None:
+        """Find the offset the stream starts at, before the upgrade: a value that cannot be served is a 400."""
+        admission = self.admitted[conn]
+        try:
+            admission.start = await asyncio.to_thread(self._start_offset, admission.query)
+        except (ValueError, OverflowError) as e:
+            self.admitted.pop(conn, None)
+            return self._respond(conn, 400, f"cannot start the stream there: {e}\n")
+        except EvlogError as e:
+            self.admitted.pop(conn, None)
+            diag.error(f"cannot start a stream: {e}")
+            return self._respond(conn, 500, f"cannot read the log: {e}\n")
+        return None
+
+    async def _forget_when_closed(self, conn: ServerConnection) -> None:
+        try:
+            await conn.wait_closed()
+        finally:
+            self.admitted.pop(conn, None)
 
     # -- the stream --------------------------------------------------------------------------
 
     async def handler(self, ws: ServerConnection) -> None:
         assert self.hub is not None
-        client = _Client(ws, ws.evlog_query, self.log)  # type: ignore[attr-defined]
+        admission = self.admitted.get(ws)
+        if admission is None:  # closed since its handshake
+            return
+        client = _Client(ws, admission.query, self.log)
+        client.next_offset = admission.start
         self.hub.clients.add(client)
         reason = "closed"
         watchdog = asyncio.ensure_future(self._watch(client))
         try:
-            client.next_offset = await asyncio.to_thread(self._start_offset, client.q)
             await self._stream(client)
         except ConnectionClosed:
             pass
@@ -418,23 +618,34 @@ class StreamServer:
             closed.cancel()
 
     def _start_offset(self, q: StreamQuery) -> int:
+        """The offset a stream starts at (the first it may send), read from the index where it must be."""
         assert self.hub is not None
-        if q.start == "beginning":
+        end = self.hub.next_offset
+        if q.start == "beginning" or (q.last is not None and q.last >= end):  # more than the log holds
             return 0
-        if q.start.isdigit():
-            return int(q.start)
+        if isinstance(q.start, int):
+            return q.start
         if q.since_us is not None or q.last is not None:
             first = next(iter(self.log.read(since_us=q.since_us, last=q.last)), None)
-            return self.log.codec.offset(first) if first is not None else self.hub.next_offset
-        return self.hub.next_offset
+            return self.log.codec.offset(first) if first is not None else end
+        return end
 
     def _read_chunk(self, start: int) -> list[Entry]:
+        """Entries from disk from `start` on, a step at most (RING_STEP events, STEP_BYTES bytes, at least one);
+        at a damaged record, those before it (the next read raises)."""
         codec = self.log.codec
         out = []
-        for frame in self.log.read(start=start):
-            out.append((codec.offset(frame), frame, codec.json(frame)))
-            if len(out) >= BACKLOG_CHUNK:
-                break
+        size = 0
+        try:
+            for frame in self.log.read(start=start):
+                json_text = codec.json(frame)
+                out.append((codec.offset(frame), frame, json_text))
+                size += len(frame) + len(json_text)
+                if len(out) >= RING_STEP or size >= STEP_BYTES:
+                    break
+        except CorruptionError:
+            if not out:
+                raise
         return out
 
     async def _stream(self, client: _Client) -> None:
@@ -451,16 +662,24 @@ class StreamServer:
                     await client.wake.wait()
                 continue
             batch = hub.from_ring(client.next_offset)
-            if batch is None:
+            if not batch:
                 batch = await asyncio.to_thread(self._read_chunk, client.next_offset)
                 if not batch:  # the hub has seen offsets the disk no longer holds (compacted): catch up
                     client.next_offset = max(client.next_offset, hub.ring[0][0] if hub.ring else hub.next_offset)
                     continue
-            await self._send(client, batch)
+            count = self._write(client, batch)
+            batch = []  # what is written is the transport's now: hold no second copy while waiting
+            if count:
+                await ws.drain()
+                self.metrics.events_sent += count
+            client.progress_at = time.monotonic()
 
-    async def _send(self, client: _Client, batch: list[Entry]) -> None:
-        """One text message per matching event, framed together and written with one drain
-        (the send context websockets documents for writing several frames at once)."""
+    def _write(self, client: _Client, batch: list[Entry]) -> int:
+        """Write one text message per matching event of `batch`, framed together; returns how many.
+
+        A batch is a step (STEP_BYTES, or one bigger event), and the stream waits for the transport's
+        buffer to drain before the next: a client that does not read holds at most one step in it.
+        """
         match, ws = client.match, client.ws
         as_json = client.q.format == "json"
         messages = []
@@ -473,13 +692,11 @@ class StreamServer:
         if messages:
             if ws.protocol.state is not State.OPEN:
                 raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
-            # The whole batch as one write of ready-made frames, then one wait for the buffer.
-            # Framing here is the plain RFC 6455 text frame a server sends (unmasked, final, no
-            # extension: compression is off), which websockets would build one object at a time.
+            # One write of ready-made frames (the send context websockets documents for writing several
+            # frames at once). Framing here is the plain RFC 6455 text frame a server sends (unmasked,
+            # final, no extension: compression is off), which websockets would build one object at a time.
             ws.transport.write(text_frames(messages))
-            await ws.drain()
-            self.metrics.events_sent += len(messages)
-        client.progress_at = time.monotonic()
+        return len(messages)
 
     def _cloudevent(self, frame: bytes) -> bytes:
         import msgspec
@@ -523,7 +740,8 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig)
     try:
-        server = await serve(app.handler, host, port, process_request=app.process_request, compression=None,
+        server = await serve(app.handler, host, port, process_request=app.process_request,
+                             process_response=app.process_response, compression=None,
                              max_size=MAX_MESSAGE, open_timeout=10, ping_interval=20, ping_timeout=20,
                              ssl=ssl_context, server_header="evlog", logger=ws_logger)
     except OSError as e:

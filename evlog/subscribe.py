@@ -2,7 +2,13 @@
 
 It asks the server for JSON records and renders them locally in any format.
 On a lost connection (or a 1013 "too slow" close) it reconnects with
-exponential backoff and resumes after the last offset it printed.
+exponential backoff and resumes after the last offset it printed, or, when
+it has printed nothing yet, where its first stream began (the server says
+where in the X-Evlog-Start-Offset header of its 101 response), so nothing
+appended in between is lost. The backoff starts again only after a
+connection that was healthy (it delivered an event or stayed up for
+HEALTHY_SECONDS): a server that accepts and then fails at once is retried
+ever more slowly. Messages show the URL with any token redacted.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ from pathlib import Path
 
 import msgspec
 
+from evlog.credentials import read_stored_token, redact
 from evlog.diag import diag
 from evlog.errors import EvlogError, UsageError
 from evlog.filters import Filter
@@ -23,17 +30,17 @@ from evlog.framing import Record
 
 _decode_record = msgspec.json.Decoder(Record).decode
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
+HEALTHY_SECONDS = 5.0  # a connection that stayed up this long (or delivered an event) resets the backoff
+START_HEADER = "X-Evlog-Start-Offset"
 
 
 def find_token(token: str | None, env_token: str | None, log_dir: Path) -> str:
+    """--token, else EVLOG_TOKEN, else the local log's .serve-token (read under the rules serve keeps)."""
     if token:
         return token
     if env_token:
         return env_token
-    try:
-        stored = (log_dir / ".serve-token").read_text(encoding="utf-8").strip()
-    except OSError:
-        stored = ""
+    stored = read_stored_token(log_dir / ".serve-token")
     if stored:
         return stored
     raise UsageError(f"no token: give --token, set EVLOG_TOKEN, or run next to a log with {log_dir}/.serve-token")
@@ -77,35 +84,48 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
     from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
 
+    if start is not None and start not in ("beginning", "end") and _start_offset(start) is None:
+        raise UsageError(f"--from {start!r}: use an offset (ASCII digits, at most 2^63-1), beginning or end")
     render = record_renderer(fmt)
     out = sys.stdout.buffer
-    last: int | None = None
+    shown = redact(url)
+    next_offset: int | None = None  # where to resume: after the last event printed, or where the stream began
     delay = BACKOFF_START
     while True:
-        resume = str(last + 1) if last is not None else start
-        target = stream_url(url, resume, flt)
+        target = stream_url(url, str(next_offset) if next_offset is not None else start, flt)
+        connected_at: float | None = None
+        delivered = False
         try:
             with connect(target, additional_headers={"Authorization": f"Bearer {token}"},
                          open_timeout=10, max_size=None, compression=None, proxy=None) as ws:
-                diag.debug(f"connected to {url}")
-                delay = BACKOFF_START
+                connected_at = time.monotonic()
+                diag.debug(f"connected to {shown}")
+                if next_offset is None and ws.response is not None:
+                    next_offset = _start_offset(ws.response.headers.get(START_HEADER))
                 while True:
                     try:
                         message = ws.recv(timeout=1.0)
                     except TimeoutError:
                         continue
                     text = message if isinstance(message, str) else message.decode()
-                    out.write(render(text))
+                    try:
+                        line = render(text)
+                    except msgspec.MsgspecError as e:
+                        raise EvlogError(f"{shown}: the server sent something that is not a record: {e}") from None
+                    out.write(line)
                     out.flush()
-                    last = _offset(text, last)
+                    delivered = True
+                    offset = _offset(text)
+                    if offset is not None:
+                        next_offset = offset + 1
         except InvalidStatus as e:
             status = e.response.status_code
             body = e.response.body.decode("utf-8", "replace").strip() if e.response.body else ""
             if status in (401, 403, 400, 404):
-                raise EvlogError(f"{url}: HTTP {status}: {body or 'refused'}") from None
+                raise EvlogError(f"{shown}: HTTP {status}: {_hide(body, url, target) or 'refused'}") from None
             reason = f"HTTP {status}"
         except InvalidURI as e:
-            raise UsageError(f"bad URL: {e}") from None
+            raise UsageError(f"bad URL: {_hide(str(e), url, target)}") from None
         except ConnectionClosed as e:
             code = e.rcvd.code if e.rcvd is not None else None
             reason = f"connection closed ({code}{': ' + e.rcvd.reason if e.rcvd and e.rcvd.reason else ''})"
@@ -113,13 +133,29 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
                 diag.info(reason)
                 return 0 if code in (1000, 1001) else 1
         except (OSError, TimeoutError) as e:
-            reason = f"cannot connect: {e}"
+            reason = f"cannot connect: {_hide(str(e), url, target)}"
         if not reconnect:
-            raise EvlogError(f"{url}: {reason}")
+            raise EvlogError(f"{shown}: {reason}")
+        if delivered or (connected_at is not None and time.monotonic() - connected_at >= HEALTHY_SECONDS):
+            delay = BACKOFF_START  # that connection worked: this is a new failure, not the same one again
         diag.warning(f"{reason}; reconnecting in {delay:.1f}s" +
-                     (f", resuming after offset {last}" if last is not None else ""))
+                     (f", resuming at offset {next_offset}" if next_offset is not None else ""))
         time.sleep(delay * (0.5 + random.random() / 2))
         delay = min(BACKOFF_MAX, delay * 2)
+
+
+def _start_offset(value: str | None) -> int | None:
+    """An offset written in ASCII digits that fits 63 bits (--from, or the server's X-Evlog-Start-Offset)."""
+    if value is None or not (value.isascii() and value.isdigit()) or len(value) > 19 or int(value) >= 1 << 63:
+        return None
+    return int(value)
+
+
+def _hide(text: str, *urls: str) -> str:
+    """`text` with every URL given in it redacted (error messages may quote the URL, token and all)."""
+    for u in urls:
+        text = text.replace(u, redact(u))
+    return text
 
 
 class _Offset(msgspec.Struct):
@@ -129,8 +165,8 @@ class _Offset(msgspec.Struct):
 _decode_offset = msgspec.json.Decoder(_Offset).decode
 
 
-def _offset(text: str, last: int | None) -> int | None:
+def _offset(text: str) -> int | None:
     try:
         return _decode_offset(text).offset
     except msgspec.MsgspecError:
-        return last
+        return None

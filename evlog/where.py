@@ -25,6 +25,18 @@ Any other backslash pair is kept as written, for regular expressions: in
 ``\d``. A ``\uD83D\uDE00`` surrogate pair makes one character. The pattern of
 ``matches`` must be a string literal; it is compiled once, here.
 
+The pattern's dialect is RE2's (https://github.com/google/re2/wiki/Syntax),
+through the ``google-re2`` package, imported only when an expression uses
+``matches``. Matching takes time linear in the text whatever the pattern, so
+no pattern from a user or a network client can make a filter slow. RE2 has
+flags (``(?i)``, ``(?m)``, ``(?s)``), Unicode classes (``\pL``,
+``\p{Greek}``), named groups, ``\A``, ``\z`` and ``\Q...\E``; it has no
+backreferences, look-around, atomic groups or possessive repetitions, and a
+pattern using them (or too large to compile) is a WhereError at the pattern.
+Unlike Python's ``re``, ``$`` is the end of the text (not before a final
+newline) unless ``(?m)`` is given, and ``\d``, ``\w``, ``\s``, ``\b`` are
+ASCII classes.
+
 Meaning, beyond SPEC:
 
 - A value standing where a condition is expected (the whole expression, or an
@@ -36,8 +48,10 @@ Meaning, beyond SPEC:
 - Values are plain JSON types as decoders produce them; anything else (bytes,
   a ``str`` subclass) equals nothing and orders against nothing.
 - Evaluation never raises and never touches anything but the record; equality
-  between values nested deeper than Python's recursion limit is false. A
-  pattern runs under Python's ``re``: a pathological one can be slow, no worse.
+  between values nested deeper than Python's recursion limit is false.
+- Parsing evaluates nothing: an expression over literals alone (``"a" matches
+  "b"``, ``1 < 2``) is worked out per record like any other, so the cost of
+  parsing depends on the text alone.
 """
 
 from __future__ import annotations
@@ -257,10 +271,7 @@ class _Parser:
             if pattern.kind != "str":
                 self.fail(pattern.start, "expected a string literal (the regular expression) after 'matches'"
                           + self.found())
-            try:
-                search = re.compile(pattern.value).search
-            except (re.error, OverflowError, RecursionError, ValueError) as e:
-                self.fail(pattern.start, f"invalid regular expression {pattern.value!r}: {getattr(e, 'msg', e)}")
+            search = self.regex(pattern)
             self.advance()
             return _matches(left, search)
         else:
@@ -268,6 +279,19 @@ class _Parser:
             return left
         self.advance()
         return _compare(op, left, self.parse_value())
+
+    def regex(self, pattern: _Tok) -> Callable[[bytes], Any]:
+        """The search function of an RE2 pattern, over UTF-8 bytes; a WhereError at the pattern when RE2 refuses it."""
+        import re2  # only here: most expressions have no `matches`, and `evlog append` none
+
+        options = re2.Options()
+        options.log_errors = False  # RE2 would print its own line on stderr
+        options.never_capture = True  # only "is there a match" is asked
+        try:
+            return re2.compile(pattern.value.encode("utf-8", "surrogatepass"), options).search
+        except re2.error as e:
+            reason = e.args[0].decode("utf-8", "replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+            self.fail(pattern.start, f"invalid regular expression {pattern.value!r} (RE2 syntax): {reason}")
 
     def parse_value(self) -> _Node:
         tok = self.tok
@@ -374,9 +398,6 @@ def _const(value: Any) -> _Node:
     return node
 
 
-def _fold(node: _Node, *parts: _Node) -> _Node:
-    """`node` as a constant when all its parts are constants (it ignores the record then)."""
-    return _const(node.fn({})) if all(p.is_const for p in parts) else node
 
 
 def _getter(field: str, steps: list[str | int]) -> Getter:
@@ -409,8 +430,11 @@ def _getter(field: str, steps: list[str | int]) -> Getter:
 
 
 def _list(items: list[_Node]) -> _Node:
+    """A list value; a list of literals is a literal (its items are values already, nothing is evaluated)."""
+    if all(item.is_const for item in items):
+        return _const([item.const for item in items])
     fns = tuple(item.fn for item in items)
-    return _fold(_Node(lambda r: [f(r) for f in fns]), *items)
+    return _Node(lambda r: [f(r) for f in fns])
 
 
 def _truth(node: _Node) -> _Node:
@@ -418,12 +442,12 @@ def _truth(node: _Node) -> _Node:
     if node.is_bool:
         return node
     f = node.fn
-    return _fold(_Node(lambda r: f(r) is True, is_bool=True), node)
+    return _Node(lambda r: f(r) is True, is_bool=True)
 
 
 def _negate(node: _Node) -> _Node:
     f = node.fn
-    return _fold(_Node(lambda r: not f(r), is_bool=True), node)
+    return _Node(lambda r: not f(r), is_bool=True)
 
 
 def _logical(parts: list[_Node], all_: bool) -> _Node:
@@ -437,7 +461,7 @@ def _logical(parts: list[_Node], all_: bool) -> _Node:
         fn = lambda r: all(f(r) for f in fns)  # noqa: E731
     else:
         fn = lambda r: any(f(r) for f in fns)  # noqa: E731
-    return _fold(_Node(fn, is_bool=True), *nodes)
+    return _Node(fn, is_bool=True)
 
 
 def _eq(a: Any, b: Any) -> bool:
@@ -501,7 +525,7 @@ def _compare(op: str, left: _Node, right: _Node) -> _Node:
         fn = _in_const(f, right.const)
     else:
         fn = _order_const(op, f, right.const)
-    return _fold(_Node(fn, is_bool=True), left, right)
+    return _Node(fn, is_bool=True)
 
 
 def _eq_const(f: Getter, c: Any) -> Getter:
@@ -561,6 +585,12 @@ def _in_const(f: Getter, c: Any) -> Getter:
     return member
 
 
-def _matches(left: _Node, search: Callable[[str], Any]) -> _Node:
+def _matches(left: _Node, search: Callable[[bytes], Any]) -> _Node:
     f = left.fn
-    return _fold(_Node(lambda r: (v := f(r)).__class__ is str and search(v) is not None, is_bool=True), left)
+
+    def matches(r: Record) -> bool:
+        v = f(r)
+        # Only a literal in the expression can hold a lone surrogate; it must not raise either.
+        return v.__class__ is str and search(v.encode("utf-8", "surrogatepass")) is not None
+
+    return _Node(matches, is_bool=True)

@@ -90,12 +90,13 @@ class Server:
                    message=lambda: f"{name} is {self.metrics().get(name)}, expected {value}",
                    **({} if timeout is None else {"timeout": timeout}))
 
-    def rss_kib(self) -> int:
+    def rss_kib(self, field: str = "VmRSS") -> int:
+        """Resident memory from /proc/PID/status: now (VmRSS), or the peak so far (VmHWM)."""
         with open(f"/proc/{self.proc.pid}/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmRSS:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1])
-        raise AssertionError("no VmRSS in /proc/PID/status")
+        raise AssertionError(f"no {field} in /proc/PID/status")
 
     def stream_url(self, query: str = "") -> str:
         return self.url + (f"?{query}" if query else "")

@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import signal
 import stat
 import threading
@@ -18,7 +19,20 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import DEADLINE, TRACEBACK, Background, Evlog, Spawner, error_lines, segment_files, wait_until
+from conftest import (
+    DEADLINE,
+    TRACEBACK,
+    Background,
+    Evlog,
+    Result,
+    Spawner,
+    assert_one_error,
+    error_lines,
+    segment_files,
+    wait_until,
+)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from server_helpers import (
     TOKEN,
     UPGRADE,
@@ -33,7 +47,8 @@ from server_helpers import (
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
-from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS
+from evlog.errors import UsageError
+from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, STEP_BYTES, parse_query
 
 BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 
@@ -266,6 +281,18 @@ BAD_QUERIES = [
     "since=1h&last=3",
     "from=1&from=2",
     "colour=red",
+    # Non-ASCII digits (str.isdigit() takes them, int() takes some) and numbers of absurd length.
+    "from=" + urllib.parse.quote("²"),
+    "from=" + urllib.parse.quote("١٢"),
+    "last=" + urllib.parse.quote("²"),
+    "last=" + urllib.parse.quote("١٢"),
+    "last=" + "9" * 5000,
+    "from=" + "9" * 400,
+    "from=99999999999999999999",
+    "since=" + "9" * 400,
+    "since=" + "9" * 400 + "s",
+    "since=99999999999999999d",
+    "since=" + urllib.parse.quote("²h"),
 ]
 
 
@@ -279,12 +306,75 @@ def test_bad_query_parameters_are_400_with_a_reason_and_no_upgrade(server: Serve
     assert server.get("/health").status == 200
 
 
+@pytest.mark.parametrize("query", [
+    "from=" + urllib.parse.quote("١٢"),
+    "last=" + urllib.parse.quote("²"),
+    "since=99999999999999999d",
+    "since=" + "9" * 400 + "s",
+])
+def test_a_malformed_number_is_refused_before_the_upgrade(server: Server, clients: Clients, query: str) -> None:
+    """A WebSocket client asking with a malformed number fails its handshake with 400, never 101 then 1011."""
+    with pytest.raises(InvalidStatus) as e:
+        clients.connect(server, query)
+    assert e.value.response.status_code == 400
+    assert error_lines(server.proc.stderr()) == [], server.proc.stderr()
+
+
+def test_a_time_before_the_epoch_starts_at_the_beginning(cli: Evlog, server: Server, clients: Clients) -> None:
+    """`since` far in the past (before 1970, within what RFC 3339 can write) is the whole log."""
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    for since in ("1900-01-01", "0001-01-01T00:00:00Z", "100000d"):
+        ws = clients.connect(server, q(since=since))
+        assert offsets(receive(ws, 3)) == [0, 1, 2], since
+
+
 def test_a_client_sees_the_reason_for_a_400(server: Server, clients: Clients) -> None:
     """A WebSocket client's handshake fails with 400 and the reason in the body."""
     with pytest.raises(InvalidStatus) as e:
         clients.connect(server, "format=xml")
     assert e.value.response.status_code == 400
     assert b"format" in bytes(e.value.response.body or b"")
+
+
+def test_a_catastrophic_pattern_does_not_hold_up_the_server(cli: Evlog, server: Server, clients: Clients) -> None:
+    """A client filtering with a pattern that backtracks exponentially under Python's re gets its matches, while
+    /health, /metrics and other clients are served as usual (RE2 matches in linear time)."""
+    evil = 'data.s matches "(a+)+$"'
+    trap = {"type": "t", "data": {"s": "a" * 40 + "!"}}
+    cli.batch([trap, {"type": "t", "data": {"s": "aaa"}}])
+    pathological = clients.connect(server, q(from_="beginning", where=evil))
+    plain = clients.reader(clients.connect(server, q(from_="beginning")), expect=6, timeout=2 * DEADLINE)
+    server.wait_metric(CLIENTS, 2)
+    cli.batch([trap, trap, trap, {"type": "t", "data": {"s": "a" * 5000}}])
+    assert server.get("/health").status == 200
+    assert server.metrics()[LAST] == 5
+    plain.wait(6)
+    assert plain.offsets == list(range(6))
+    assert offsets(receive(pathological, 2)) == [1, 5]
+
+
+PARAM_NAMES = ["from", "since", "last", "type", "key", "subject", "source", "where", "format", "token", "x", ""]
+param_values = st.one_of(
+    st.text(max_size=40),
+    st.text(alphabet="0123456789²١٢", min_size=1, max_size=25),  # digits, ASCII or not
+    st.text(alphabet="0123456789²١٢.-+eEdhms ", max_size=30),
+    st.sampled_from(["beginning", "end", "json", "cloudevents", "order.*", "a.>", "1h", "2026-01-01",
+                     'data.n > 1', 'type matches "("', 'type matches "(?=a)"', "9" * 5000]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(query=st.one_of(
+    st.text(max_size=200),
+    st.tuples(st.sampled_from(PARAM_NAMES), param_values).map(lambda pair: urllib.parse.urlencode([pair])),
+    st.lists(st.tuples(st.sampled_from(PARAM_NAMES), param_values), max_size=4).map(urllib.parse.urlencode),
+))
+def test_parse_query_returns_or_raises_usage_error(query: str) -> None:
+    """Whatever the query string, parse_query returns a query or raises UsageError: never anything else."""
+    try:
+        parse_query(query)
+    except UsageError as e:
+        assert str(e).strip() and "\n" not in str(e)
 
 
 # -- the stream --------------------------------------------------------------------------------
@@ -477,6 +567,40 @@ def test_a_stalled_client_is_closed_with_1013_and_healthy_clients_get_every_even
     assert rss_second - rss_first < 100 * 1024, f"RSS grew from {rss_first} KiB to {rss_second} KiB"
 
 
+MIB = 1 << 20
+
+
+def test_memory_is_bounded_in_bytes_when_clients_with_big_events_never_read(cli: Evlog, spawn: Spawner,
+                                                                            clients: Clients) -> None:
+    """With events of about 1 MiB and clients that never read (two on the backlog, two live), the server's peak
+    memory grows by no more than its ring and a few steps of bytes per client, whatever the number of events."""
+    cli.ok("init")
+    big = 1_000_000
+    events = [{"type": "big", "data": {"i": i, "pad": "x" * big}} for i in range(40)]
+    server = start_server(spawn)
+    base = server.rss_kib()
+    for i in range(0, 40, 5):
+        cli.batch(events[i:i + 5])
+    server.wait_metric(LAST, 39)
+    stalled = [clients.stalled(server, q(from_="beginning")) for _ in range(2)]
+    stalled += [clients.stalled(server) for _ in range(2)]
+    server.wait_metric(CLIENTS, 4)
+    for i in range(0, 40, 5):
+        cli.batch(events[i:i + 5])
+    server.wait_metric(LAST, 79)
+    reader = clients.reader(clients.connect(server, q(from_="beginning")), expect=80, timeout=60)
+    reader.wait(80)
+    assert reader.offsets == list(range(80))
+    # A client holds at most a step of events being read and one being written (a step is STEP_BYTES, or one
+    # bigger event, frame and JSON); the follower hands over a batch of five events at a time here.
+    per_client = 2 * STEP_BYTES + 4 * MIB
+    bound = RING_BYTES + 5 * per_client + 10 * MIB + 48 * MIB  # 48 MiB: allocator slack
+    peak = server.rss_kib("VmHWM")
+    print(f"RSS at start {base // 1024} MiB, peak {peak // 1024} MiB, bound +{bound // MIB} MiB")
+    assert (peak - base) * 1024 < bound, \
+        f"peak RSS grew by {(peak - base) // 1024} MiB from {base // 1024} MiB; the bound is {bound // MIB} MiB"
+
+
 def test_the_1013_reason_names_the_offset_after_the_last_event_delivered(cli: Evlog, server: Server,
                                                                          clients: Clients) -> None:
     """Resuming from the offset named in a 1013 close gives the next event: nothing skipped, nothing twice."""
@@ -504,6 +628,55 @@ def test_a_client_that_keeps_up_gets_every_event_of_one_batch_larger_than_its_qu
     cli.batch([{"type": "big", "data": i} for i in range(3 * RING_EVENTS)])
     reader.wait(3 * RING_EVENTS)
     assert reader.offsets == list(range(3 * RING_EVENTS))
+
+
+# -- a follower that fails ---------------------------------------------------------------------
+
+FOLLOWER_UP = "evlog_follower_up"
+FOLLOWER_FAILURES = "evlog_follower_failures_total"
+
+
+def test_a_failing_follower_makes_health_503_and_recovers_after_repair(cli: Evlog, spawn: Spawner,
+                                                                        clients: Clients, tmp_path: Path) -> None:
+    """When following the log hits a damaged record, /health is 503 naming the problem, /metrics has
+    evlog_follower_up 0, the failure is logged once however often it is retried, and streaming resumes by
+    itself once `evlog verify --repair` has moved the record aside."""
+    cli.ok("init")
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    server = start_server(spawn)
+    live = clients.connect(server)
+    server.wait_metric(CLIENTS, 1)
+    assert server.metrics()[FOLLOWER_UP] == 1
+    # Records 3 and 4 as a copy of the log writes them, added to the served log's segment with 3 damaged.
+    scratch = tmp_path / "scratch"
+    shutil.copytree(cli.dir, scratch)
+    cli.batch([{"type": "t", "data": 3}, {"type": "t", "data": 4}], d=scratch)
+    segment = segment_files(cli.dir)[-1]
+    added = bytearray(segment_files(scratch)[-1].read_bytes()[segment.stat().st_size:])
+    assert added.startswith(b'{"offset":3,') and added.count(b"\n") == 2, added
+    added[added.index(b'"data":') + 7] ^= 0x01
+    with segment.open("ab") as f:
+        f.write(bytes(added))
+
+    wait_until(lambda: server.get("/health").status == 503, message="/health still says ok")
+    health = server.get("/health")
+    assert [v.split(";")[0] for v in health.header_values("Content-Type")] == ["application/json"]
+    body = json.loads(health.body)
+    assert body["status"] == "unhealthy" and "offset 3" in body["problem"], body
+    assert server.metrics()[FOLLOWER_UP] == 0
+    wait_until(lambda: server.metrics()[FOLLOWER_FAILURES] >= 3, message="following is not retried")
+    failures = [line for line in error_lines(server.proc.stderr()) if "following the log failed" in line]
+    assert len(failures) == 1, server.proc.stderr()
+    assert server.metrics()[LAST] == 2
+
+    assert cli("verify", "--repair").rc == 0
+    server.wait_metric(FOLLOWER_UP, 1, timeout=2 * DEADLINE)
+    assert json.loads(server.get("/health").body) == {"status": "ok"}
+    assert offsets(receive(live, 1)) == [4]
+    assert cli.ok("append", "t") == "5\n"
+    assert offsets(receive(live, 1)) == [5]
+    server.wait_metric(LAST, 5)
+    assert "following the log again" in server.proc.stderr()
 
 
 # -- limits and tokens -------------------------------------------------------------------------
@@ -558,21 +731,21 @@ def test_a_rewritten_token_file_takes_effect(cli: Evlog, spawn: Spawner, clients
     """--token-file is re-read when it changes: the new token works and the old one is refused."""
     cli.ok("init")
     tokens = tmp_path / "tokens"
-    tokens.write_text("old-token-0001\n")
+    tokens.write_text("old-token-00000001\n")
     server = start_server(spawn, "serve", "--token-file", tokens, token=None)
-    assert server.get("/metrics", bearer("old-token-0001")).status == 200
-    assert server.get("/metrics", bearer("new-token-0002")).status == 401
+    assert server.get("/metrics", bearer("old-token-00000001")).status == 200
+    assert server.get("/metrics", bearer("new-token-00000002")).status == 401
     if rewrite == "in-place":
-        tokens.write_text("new-token-0002\n")
+        tokens.write_text("new-token-00000002\n")
     else:
-        (tmp_path / "tokens.tmp").write_text("new-token-0002\n")
+        (tmp_path / "tokens.tmp").write_text("new-token-00000002\n")
         os.replace(tmp_path / "tokens.tmp", tokens)
-    wait_until(lambda: server.get("/metrics", bearer("new-token-0002")).status == 200,
+    wait_until(lambda: server.get("/metrics", bearer("new-token-00000002")).status == 200,
                message="the new token is not accepted")
-    assert server.get("/metrics", bearer("old-token-0001")).status == 401
-    clients.connect(server, token="new-token-0002")
+    assert server.get("/metrics", bearer("old-token-00000001")).status == 401
+    clients.connect(server, token="new-token-00000002")
     with pytest.raises(InvalidStatus) as e:
-        clients.connect(server, token="old-token-0001", how="query")
+        clients.connect(server, token="old-token-00000001", how="query")
     assert e.value.response.status_code == 401
     assert "token-000" not in server.proc.stderr()
 
@@ -581,12 +754,88 @@ def test_a_token_file_holds_one_token_per_line(cli: Evlog, spawn: Spawner, tmp_p
     """Every line of --token-file is an accepted token; blank lines are not."""
     cli.ok("init")
     tokens = tmp_path / "tokens"
-    tokens.write_text("alpha-token\n\n  beta-token  \n")
+    tokens.write_text("alpha-token-0123456789\n\n  beta-token-0123456789  \n")
     server = start_server(spawn, "serve", "--token-file", tokens, token=None)
-    assert server.get("/metrics", bearer("alpha-token")).status == 200
-    assert server.get("/metrics", bearer("beta-token")).status == 200
-    assert server.get("/metrics", bearer("gamma-token")).status == 401
+    assert server.get("/metrics", bearer("alpha-token-0123456789")).status == 200
+    assert server.get("/metrics", bearer("beta-token-0123456789")).status == 200
+    assert server.get("/metrics", bearer("gamma-token-0123456789")).status == 401
     assert server.get("/metrics?token=").status == 401
+
+
+def serve_once(cli: Evlog, *args: object, env: dict[str, str] | None = None) -> Result:
+    """`evlog serve --port 0 ARGS` expected to refuse to start (a server that starts is killed at the deadline)."""
+    return cli("serve", "--port", 0, *args, env=env, timeout=DEADLINE)
+
+
+@pytest.mark.parametrize("target", ["a-file", "dangling"])
+def test_a_symlinked_serve_token_is_refused(cli: Evlog, tmp_path: Path, target: str) -> None:
+    """DIR/.serve-token is never followed when it is a symbolic link: serve and subscribe exit 1 saying so."""
+    cli.ok("init")
+    planted = tmp_path / "planted"
+    if target == "a-file":
+        planted.write_text("a-long-enough-planted-secret-value\n")
+        planted.chmod(0o600)
+    (cli.dir / ".serve-token").symlink_to(planted)
+    r = serve_once(cli)
+    assert_one_error(r, 1, ".serve-token", "symbolic link")
+    assert "planted-secret" not in r.err
+    r = cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 1, ".serve-token", "symbolic link")
+    assert (cli.dir / ".serve-token").is_symlink() and (target == "dangling") == (not planted.exists())
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620], ids=["0644", "0640", "0604", "0620"])
+def test_a_serve_token_open_to_group_or_others_is_refused(cli: Evlog, mode: int) -> None:
+    """An existing DIR/.serve-token that group or others may read or write is refused (exit 1) with the fix."""
+    cli.ok("init")
+    path = cli.dir / ".serve-token"
+    path.write_text("an-existing-token-of-fine-length\n")
+    path.chmod(mode)
+    r = serve_once(cli)
+    assert_one_error(r, 1, str(path), f"chmod 600 {path}")
+    assert "an-existing-token" not in r.err
+    r = cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 1, f"chmod 600 {path}")
+    path.chmod(0o600)
+    assert "an-existing-token" not in cli("subscribe", "ws://127.0.0.1:9/stream", "--no-reconnect").err
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_a_short_token_is_a_usage_error(cli: Evlog, how: str) -> None:
+    """A token shorter than 16 characters, from --token or EVLOG_TOKEN, is a usage error (exit 2) that does
+    not show it."""
+    cli.ok("init")
+    short = "shortish-tok15c"
+    assert len(short) == 15
+    if how == "option":
+        r = serve_once(cli, "--token", short)
+    else:
+        r = serve_once(cli, env={**cli.env, "EVLOG_TOKEN": short})
+    assert_one_error(r, 2, "--token" if how == "option" else "EVLOG_TOKEN", "16 characters")
+    assert short not in r.err
+    r = serve_once(cli, "--token", "a")
+    assert_one_error(r, 2, "16 characters")
+
+
+def test_a_token_file_line_shorter_than_16_characters_is_refused(cli: Evlog, spawn: Spawner,
+                                                                 tmp_path: Path) -> None:
+    """A --token-file with a short token is an error naming its line at start-up; a rewrite that adds one keeps
+    the good lines, warns, and never accepts the short token."""
+    cli.ok("init")
+    tokens = tmp_path / "tokens"
+    tokens.write_text("a-good-token-for-the-file\nshort-one\n")
+    r = serve_once(cli, "--token-file", tokens)
+    assert_one_error(r, 1, "line 2", "16 characters")
+    assert "short-one" not in r.err
+
+    tokens.write_text("a-good-token-for-the-file\n")
+    server = start_server(spawn, "serve", "--token-file", tokens, token=None)
+    tokens.write_text("another-good-token-here\nshort-two\n")
+    wait_until(lambda: server.get("/metrics", bearer("another-good-token-here")).status == 200)
+    assert server.get("/metrics", bearer("short-two")).status == 401
+    assert server.get("/metrics", bearer("a-good-token-for-the-file")).status == 401
+    wait_until(lambda: "line 2" in server.proc.stderr(), message=lambda: server.proc.stderr())
+    assert "short-two" not in server.proc.stderr()
 
 
 def test_without_a_token_one_is_generated_into_dir_serve_token_mode_0600(cli: Evlog, spawn: Spawner) -> None:
@@ -760,3 +1009,91 @@ def test_subscribe_no_reconnect_with_nothing_listening_fails(cli: Evlog, server:
     r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect", timeout=DEADLINE)
     assert r.rc == 1, r
     assert len(error_lines(r.err)) == 1, r.err
+
+
+@pytest.mark.parametrize("how", ["from-end", "filter-matched-nothing"])
+def test_subscribe_that_printed_nothing_resumes_where_its_stream_began(cli: Evlog, spawn: Spawner, server: Server,
+                                                                       how: str) -> None:
+    """A subscriber that has printed nothing yet (default `from` end, or a filter that matched nothing so far)
+    resumes after a reconnect where its first stream began: events appended while it was away are printed."""
+    cli.batch([{"type": "before", "data": i} for i in range(3)])
+    server.wait_metric(LAST, 2)
+    flags = ["--type", "wanted"] if how == "filter-matched-nothing" else []
+    sub = subscriber(spawn, server, "--format", "json", *flags)
+    server.wait_metric(CLIENTS, 1)
+    if flags:
+        cli.batch([{"type": "other", "data": i} for i in range(3)])
+        server.wait_metric(SENT, 0)
+        server.wait_metric(LAST, 5)
+    assert stop_server(server) == 143
+    wait_until(lambda: "reconnecting" in sub.stderr(), message=lambda: sub.stderr())
+    cli.batch([{"type": "wanted", "data": i} for i in range(3)])  # while the server is down
+    start_server(spawn, port=server.port)
+    cli.batch([{"type": "wanted", "data": "live"}])
+    expected = cli.ok("read", "--format", "json", "--type", "wanted").splitlines()
+    assert len(expected) == 4
+    assert sub.wait_lines(4, timeout=2 * DEADLINE) == expected
+
+
+def flip_record(cli: Evlog, offset: int) -> None:
+    """Damage the stored record at `offset` (a JSON Lines log): one flipped bit inside its data."""
+    for path in segment_files(cli.dir):
+        data = bytearray(path.read_bytes())
+        at = data.find(b'{"offset":%d,' % offset)
+        if at >= 0:
+            pos = data.index(b'"data":', at) + 9
+            data[pos] ^= 0x01
+            path.write_bytes(bytes(data))
+            return
+    raise AssertionError(f"no record {offset}")
+
+
+def test_subscribe_backs_off_from_a_server_that_fails_at_once(cli: Evlog, spawn: Spawner) -> None:
+    """A subscriber whose every connection fails at once (the server closes with 1011 at a damaged record)
+    reconnects ever more slowly: the backoff starts again only after a healthy connection."""
+    cli.ok("init", "--segment-bytes", "1KiB")
+    cli.batch([{"type": "t", "data": {"i": i, "pad": "p" * 60}} for i in range(30)])
+    assert len(segment_files(cli.dir)) > 3
+    flip_record(cli, 2)  # in the first, sealed segment: the server starts, a backlog read fails there
+    server = start_server(spawn)
+    sub = subscriber(spawn, server, "--from", "beginning", "--format", "json")
+
+    def delays() -> list[float]:
+        return [float(d) for d in re.findall(r"reconnecting in ([0-9.]+)s", sub.stderr())]
+
+    wait_until(lambda: len(delays()) >= 4, timeout=3 * DEADLINE, message=lambda: sub.stderr())
+    assert [json.loads(line)["offset"] for line in sub.lines()] == [0, 1]
+    first = delays()[:4]
+    assert first == sorted(set(first)), f"the delays do not grow: {first}"
+
+
+SECRET = "query-token-that-must-stay-secret"
+
+
+def test_subscribe_never_shows_a_token_from_its_url(cli: Evlog, spawn: Spawner, server: Server) -> None:
+    """A token in the URL's query appears in no error, warning or debug line of subscribe."""
+    url = server.url + "?token=" + SECRET
+    r = cli("subscribe", url, "--token", "wrong-token-wrong-token")
+    assert r.rc == 1 and "401" in r.err, r
+    assert SECRET not in r.err and "[redacted]" in r.err, r.err
+
+    sub = spawn("-v", "subscribe", url, "--token", TOKEN)
+    server.wait_metric(CLIENTS, 1)
+    assert stop_server(server) == 143
+    wait_until(lambda: "reconnecting" in sub.stderr(), message=lambda: sub.stderr())
+    sub.signal(signal.SIGTERM)
+    sub.wait()
+    assert "connected to" in sub.stderr(), sub.stderr()
+    assert SECRET not in sub.stderr(), sub.stderr()
+
+    r = cli("subscribe", url, "--token", TOKEN, "--no-reconnect")
+    assert r.rc == 1, r
+    assert SECRET not in r.err, r.err
+
+
+@pytest.mark.parametrize("start", ["١٢", "²", "9" * 25, "-1"])
+def test_subscribe_from_takes_ascii_digits_only(cli: Evlog, server: Server, start: str) -> None:
+    """`subscribe --from` with non-ASCII digits or an absurd number is a usage error (exit 2) before connecting."""
+    r = cli("subscribe", server.url, "--token", TOKEN, "--from", start, "--no-reconnect", timeout=DEADLINE)
+    assert_one_error(r, 2, "--from")
+    assert server.metrics()[CLIENTS] == 0

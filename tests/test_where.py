@@ -8,10 +8,14 @@ import io
 import operator
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+import re2
+from conftest import Evlog, assert_one_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -362,9 +366,10 @@ def test_matches_pattern_is_compiled_once(monkeypatch: pytest.MonkeyPatch) -> No
     predicate = compile_where(r'type matches "^order\\."')
 
     def no_compile(*args: object, **kwargs: object) -> None:
-        raise AssertionError("re.compile called while evaluating")
+        raise AssertionError("a pattern compiled while evaluating")
 
     monkeypatch.setattr(re, "compile", no_compile)
+    monkeypatch.setattr(re2, "compile", no_compile)
     assert predicate(RECORD) is True
     assert predicate({**RECORD, "type": "orders"}) is False
 
@@ -468,6 +473,87 @@ def test_invalid_regex_message_names_the_problem() -> None:
     assert info.value.position == 13
     assert "invalid regular expression" in str(info.value)
     assert "missing )" in str(info.value)
+
+
+# --- the regular expression dialect: RE2 ---------------------------------------------------
+
+RE2_FEATURES = [
+    (r'type matches "(?i)^ORDER\\.CREATED$"', "order.created", True),
+    (r'data.s matches "\\pL+ \\pL+"', "hello world", True),
+    (r'data.s matches "^\\p{Greek}+$"', "αβγ", True),
+    (r'data.s matches "^[[:alpha:]]+$"', "abc", True),
+    (r'data.s matches "(?P<word>wor)ld"', "hello world", True),
+    (r'data.s matches "^a.+?b\\z"', "axxb", True),
+    (r'data.s matches "\\Ahello"', "hello world", True),
+    (r'data.s matches "\\x{263a}"', "smile ☺", True),
+    (r'data.s matches "\\Q.*\\E"', "a.*b", True),
+    (r'data.s matches "\\Q.*\\E"', "abc", False),
+    (r'data.s matches "(?m)^b$"', "a\nb\nc", True),
+    (r'data.s matches "a$"', "a\n", False),  # `$` is the end of the text (Python's re would say true)
+    (r'data.s matches "^\\d+$"', "١٢", False),  # `\d` is ASCII digits only
+]
+
+
+@pytest.mark.parametrize(("text", "value", "expected"), RE2_FEATURES)
+def test_matches_speaks_re2(text: str, value: str, expected: bool) -> None:
+    """`matches` takes RE2 syntax (flags, Unicode classes, named groups, \\A \\z \\Q..\\E) with RE2's meaning."""
+    assert check(text, {"data": {"s": value}, "type": value}) is expected
+
+
+RE2_REJECTS = [
+    (r"(a)\1", "invalid escape sequence"),
+    ("(?=a)", "(?="),
+    ("(?!a)", "(?!"),
+    ("(?<=a)b", "(?<="),
+    ("(?<!a)b", "(?<!"),
+    ("(?P<x>a)(?P=x)", "(?P"),
+    ("(?>a)", "(?>"),
+    ("a++", "++"),
+    (r"\Z", "invalid escape sequence"),
+    ("a{1001}", "{1001}"),
+]
+
+
+@pytest.mark.parametrize(("pattern", "reason"), RE2_REJECTS)
+def test_a_pattern_outside_re2_is_a_usage_error_at_the_pattern(pattern: str, reason: str) -> None:
+    """Backreferences, look-around, atomic groups, possessive and huge repetitions are WhereErrors at the pattern."""
+    text = "type matches " + '"' + pattern.replace("\\", "\\\\") + '"'
+    with pytest.raises(WhereError) as info:
+        compile_where(text)
+    assert info.value.position == 13, str(info.value)
+    message = str(info.value)
+    assert "invalid regular expression" in message and "RE2" in message and reason in message, message
+    assert message.isprintable()
+
+
+def test_a_pattern_rejected_by_re2_prints_nothing_but_the_error(cli: Evlog) -> None:
+    """On the CLI a pattern outside RE2 is exit 2 with one error line that points at the pattern."""
+    cli.ok("append", "order.created")
+    r = cli("read", "--where", r'type matches "(a)\1"')
+    line = assert_one_error(r, ExitCode.USAGE, "column 14", "RE2", "invalid escape sequence")
+    assert "bad --where expression" in line
+
+
+@pytest.mark.parametrize("where", [
+    'data.s matches "(a+)+$"',
+    '"' + "a" * 60 + '!" matches "(a+)+$"',  # a constant expression: not evaluated while parsing
+    '(data.s matches "(a|aa)*c") or data.s matches "^(a|a?)+$"',
+])
+def test_a_catastrophic_pattern_is_linear_on_the_cli(cli: Evlog, where: str) -> None:
+    """Patterns that backtrack exponentially under Python's re run in linear time (the run ends at all)."""
+    cli.batch([{"type": "t", "data": {"s": "a" * 60 + "!"}}, {"type": "t", "data": {"s": "a" * 5000}}])
+    r = cli("read", "--where", where, "--format", "json", timeout=30)
+    assert r.rc == 0, r.err
+    expected = 0 if where.startswith('"') else 1  # the long run of a's matches; nothing ending in "!" does
+    assert len(r.out.splitlines()) == expected, r.out[:200]
+
+
+def test_matches_imports_re2_only_when_an_expression_uses_it() -> None:
+    """Expressions without `matches` (and `evlog append`) never load the regular expression engine."""
+    code = ("import sys; from evlog.where import compile_where; compile_where('data.n > 1 and type == \"a\"');"
+            "print('re2' in sys.modules); compile_where('type matches \"a\"'); print('re2' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["False", "True"]
 
 
 # --- property test: a random expression tree against a reference evaluator ---------------
@@ -653,7 +739,9 @@ def ref_value(node: Any, record: dict[str, Any]) -> Any:
         return ref_cmp(node[1], ref_value(node[2], record), ref_value(node[3], record))
     if kind == "matches":
         value = ref_value(node[1], record)
-        return isinstance(value, str) and re.search(node[2], value) is not None
+        # These patterns mean in RE2 what they mean in Python's re with ASCII classes, once `$` (in RE2
+        # the very end of the text, in re also before a final newline) is written `\Z`.
+        return isinstance(value, str) and re.search(node[2].replace("$", r"\Z"), value, re.ASCII) is not None
     if kind == "and":
         return ref_holds(node[1], record) and ref_holds(node[2], record)
     if kind == "or":
@@ -801,7 +889,7 @@ def test_evaluation_never_evals_execs_or_touches_files(tmp_path: Path, monkeypat
 
 
 def test_module_uses_no_dynamic_code_or_io() -> None:
-    """where.py imports only re and typing helpers, and names no eval, exec, compile, open or os."""
+    """where.py imports only re, re2 and typing helpers, and names no eval, exec, compile, open or os."""
     tree = ast.parse(Path(evlog.where.__file__).read_text(encoding="utf-8"))
     imported = set()
     for node in ast.walk(tree):
@@ -809,12 +897,12 @@ def test_module_uses_no_dynamic_code_or_io() -> None:
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom):
             imported.add(node.module or "")
-    assert imported <= {"__future__", "re", "collections.abc", "typing", "evlog.errors"}
+    assert imported <= {"__future__", "re", "re2", "collections.abc", "typing", "evlog.errors"}
     names = {node.id for node in ast.walk(tree) if isinstance(node, ast.Name)}
     assert not names & {"eval", "exec", "compile", "open", "__import__", "globals", "locals", "vars", "os"}
     compile_owners = {ast.unparse(node.value) for node in ast.walk(tree)
                       if isinstance(node, ast.Attribute) and node.attr == "compile"}
-    assert compile_owners == {"re"}
+    assert compile_owners == {"re", "re2"}
 
 
 def test_predicate_is_reusable_and_stateless() -> None:
