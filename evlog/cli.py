@@ -954,7 +954,7 @@ def serve(
             "--token",
             envvar="EVLOG_TOKEN",
             show_envvar=True,
-            help="The token clients must present (at least 16 characters).",
+            help="The token clients must present (at least 7 characters; 16 or more advised).",
         ),
     ] = None,
     token_file: Annotated[
@@ -962,7 +962,7 @@ def serve(
         typer.Option(
             "--token-file",
             metavar="FILE",
-            help="Tokens, one per line, each at least 16 characters; re-read when the file changes.",
+            help="Tokens, one per line, each at least 7 characters; re-read when the file changes.",
         ),
     ] = None,
     allow_origin: Annotated[
@@ -979,7 +979,7 @@ def serve(
 ) -> None:
     """Stream the log to authenticated WebSocket clients at /stream.
 
-    Tokens have at least 16 characters (a shorter --token or EVLOG_TOKEN: exit 2).
+    Tokens have at least 7 characters (a shorter --token or EVLOG_TOKEN: exit 2); serve warns below 16.
     Without --token/--token-file/EVLOG_TOKEN a token is generated into
     DIR/.serve-token (mode 0600). An existing one must be a regular file of yours,
     not a symbolic link, closed to group and others (else exit 1: chmod 600 it,

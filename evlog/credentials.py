@@ -1,7 +1,9 @@
 """Credentials: the rules for tokens, reading the stored one safely, keeping them out of messages.
 
 - A token has at least MIN_TOKEN_LENGTH characters, wherever it comes from
-  (`--token`, `EVLOG_TOKEN`, each line of `--token-file`, `DIR/.serve-token`).
+  (`--token`, `EVLOG_TOKEN`, each line of `--token-file`, `DIR/.serve-token`);
+  `serve` warns about one shorter than GOOD_TOKEN_LENGTH. (A generated token
+  has 43.)
 - `DIR/.serve-token` is read only when it is a regular file (never through a
   symbolic link: it is opened with O_NOFOLLOW), owned by this user, and
   closed to group and others (mode 0600 or stricter): anyone who could plant
@@ -26,16 +28,25 @@ from pathlib import Path
 from evlog.errors import EvlogError, UsageError
 
 REDACTED = "[redacted]"
-MIN_TOKEN_LENGTH = 16
+MIN_TOKEN_LENGTH = 7
+GOOD_TOKEN_LENGTH = 16
+_GENERATE = "python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
 def check_token(token: str, source: str) -> str:
     """`token` when it is long enough; a UsageError naming `source` (never the token) otherwise."""
     if len(token) < MIN_TOKEN_LENGTH:
         raise UsageError(f"{source}: a token must be at least {MIN_TOKEN_LENGTH} characters "
-                         f"(this one has {len(token)}); a generated one: python -c 'import secrets; "
-                         "print(secrets.token_urlsafe(32))'")
+                         f"(this one has {len(token)}); make one with {_GENERATE}")
     return token
+
+
+def weak_token_warning(token: str, source: str) -> str | None:
+    """A warning for a token that is allowed but short enough to be guessed; None for a good one."""
+    if len(token) < GOOD_TOKEN_LENGTH:
+        return (f"{source}: a token of {len(token)} characters is easy to guess; use {GOOD_TOKEN_LENGTH} or "
+                f"more ({_GENERATE})")
+    return None
 
 
 def private_file_problem(path: Path, st: os.stat_result) -> str | None:

@@ -50,7 +50,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from evlog.credentials import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact
+from evlog.credentials import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
 from evlog.diag import diag
 from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.filters import Filter
@@ -94,7 +94,8 @@ class Tokens:
 
     Every token has at least MIN_TOKEN_LENGTH characters: a shorter --token or EVLOG_TOKEN is a usage
     error, a shorter line of --token-file an error at start-up and, when the file is rewritten later, a
-    line that is skipped with a warning (the other lines take effect, so revoking still works).
+    line that is skipped with a warning (the other lines take effect, so revoking still works). A token
+    shorter than GOOD_TOKEN_LENGTH is accepted with a warning.
     """
 
     def __init__(self, log_dir: Path, token: str | None, token_file: Path | None) -> None:
@@ -109,7 +110,11 @@ class Tokens:
             self.where = f"tokens from {token_file} (re-read when it changes)"
         elif token:
             from_env = token == os.environ.get("EVLOG_TOKEN")
-            self.tokens = [check_token(token, "EVLOG_TOKEN" if from_env else "--token").encode()]
+            source = "EVLOG_TOKEN" if from_env else "--token"
+            self.tokens = [check_token(token, source).encode()]
+            weak = weak_token_warning(token, source)
+            if weak:
+                diag.warning(weak)
             self.where = "EVLOG_TOKEN" if from_env else "the given token"
         else:
             path = log_dir / ".serve-token"
@@ -141,6 +146,9 @@ class Tokens:
                     raise EvlogError(problem)
                 diag.warning(problem + "; that line is ignored")
                 continue
+            weak = weak_token_warning(candidate, f"--token-file {self.file}: line {n}") if first else None
+            if weak:
+                diag.warning(weak)
             tokens.append(candidate.encode())
         if first and st.st_mode & 0o077:
             diag.warning(f"--token-file {self.file} is open to group or others "

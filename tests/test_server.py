@@ -802,40 +802,49 @@ def test_a_serve_token_open_to_group_or_others_is_refused(cli: Evlog, mode: int)
 
 @pytest.mark.parametrize("how", ["option", "environment"])
 def test_a_short_token_is_a_usage_error(cli: Evlog, how: str) -> None:
-    """A token shorter than 16 characters, from --token or EVLOG_TOKEN, is a usage error (exit 2) that does
+    """A token shorter than 7 characters, from --token or EVLOG_TOKEN, is a usage error (exit 2) that does
     not show it."""
     cli.ok("init")
-    short = "shortish-tok15c"
-    assert len(short) == 15
+    short = "sh0rt6"
+    assert len(short) == 6
     if how == "option":
         r = serve_once(cli, "--token", short)
     else:
         r = serve_once(cli, env={**cli.env, "EVLOG_TOKEN": short})
-    assert_one_error(r, 2, "--token" if how == "option" else "EVLOG_TOKEN", "16 characters")
+    assert_one_error(r, 2, "--token" if how == "option" else "EVLOG_TOKEN", "7 characters")
     assert short not in r.err
     r = serve_once(cli, "--token", "a")
-    assert_one_error(r, 2, "16 characters")
+    assert_one_error(r, 2, "7 characters")
 
 
-def test_a_token_file_line_shorter_than_16_characters_is_refused(cli: Evlog, spawn: Spawner,
+def test_a_short_but_allowed_token_is_warned_about(cli: Evlog, spawn: Spawner) -> None:
+    """A token of 7 to 15 characters works, with a warning that names no token."""
+    cli.ok("init")
+    server = start_server(spawn, "serve", "--token", "tok-1234", token=None)
+    assert server.get("/metrics", bearer("tok-1234")).status == 200
+    wait_until(lambda: "easy to guess" in server.proc.stderr(), message=lambda: server.proc.stderr())
+    assert "tok-1234" not in server.proc.stderr()
+
+
+def test_a_token_file_line_shorter_than_7_characters_is_refused(cli: Evlog, spawn: Spawner,
                                                                  tmp_path: Path) -> None:
     """A --token-file with a short token is an error naming its line at start-up; a rewrite that adds one keeps
     the good lines, warns, and never accepts the short token."""
     cli.ok("init")
     tokens = tmp_path / "tokens"
-    tokens.write_text("a-good-token-for-the-file\nshort-one\n")
+    tokens.write_text("a-good-token-for-the-file\nshort1\n")
     r = serve_once(cli, "--token-file", tokens)
-    assert_one_error(r, 1, "line 2", "16 characters")
-    assert "short-one" not in r.err
+    assert_one_error(r, 1, "line 2", "7 characters")
+    assert "short1" not in r.err
 
     tokens.write_text("a-good-token-for-the-file\n")
     server = start_server(spawn, "serve", "--token-file", tokens, token=None)
-    tokens.write_text("another-good-token-here\nshort-two\n")
+    tokens.write_text("another-good-token-here\nshort2\n")
     wait_until(lambda: server.get("/metrics", bearer("another-good-token-here")).status == 200)
-    assert server.get("/metrics", bearer("short-two")).status == 401
+    assert server.get("/metrics", bearer("short2")).status == 401
     assert server.get("/metrics", bearer("a-good-token-for-the-file")).status == 401
     wait_until(lambda: "line 2" in server.proc.stderr(), message=lambda: server.proc.stderr())
-    assert "short-two" not in server.proc.stderr()
+    assert "short2" not in server.proc.stderr()
 
 
 def test_without_a_token_one_is_generated_into_dir_serve_token_mode_0600(cli: Evlog, spawn: Spawner) -> None:
