@@ -758,3 +758,68 @@ def test_version_and_help(cli: Evlog) -> None:
     for command in ("init", "append", "read", "tail", "info", "verify"):
         r = cli(command, "--help")
         assert r.rc == 0 and command in r.out.lower(), (command, r)
+
+
+# -- input that would break readers later ----------------------------------------------------
+
+BAD_UTF8 = "\udcff"  # byte 0xff as Python hands it over in argv (surrogate escape)
+
+
+@pytest.mark.parametrize("args", [
+    ["t", f"name={BAD_UTF8}"],
+    ["t", f"n:=\"{BAD_UTF8}\""],
+    ["t", "--data", f"\"{BAD_UTF8}\""],
+    ["t", "--key", BAD_UTF8],
+    ["t", "--subject", BAD_UTF8],
+    ["t", "--source", BAD_UTF8],
+    ["t", "--id", BAD_UTF8],
+    [f"t{BAD_UTF8}"],
+], ids=["field", "field-json", "data", "key", "subject", "source", "id", "type"])
+def test_append_arguments_with_invalid_utf8_exit_4_and_write_nothing(cli: Evlog, args: list[str]) -> None:
+    """Event content given as command-line bytes that are not UTF-8 is invalid input (exit 4), not an internal error."""
+    cli.ok("init")
+    r = cli("append", *args)
+    assert_one_error(r, 4, "UTF-8")
+    assert cli.records() == []
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_append_data_file_or_stdin_with_invalid_utf8_exits_4(cli: Evlog, tmp_path: Path, how: str) -> None:
+    """`--data @FILE` and `--data -` holding bytes that are not UTF-8 are invalid input (exit 4)."""
+    raw = b'{"s":"\xff"}'
+    (tmp_path / "d.json").write_bytes(raw)
+    r = cli("append", "t", "--data", "@d.json") if how == "file" else cli("append", "t", "--data", "-", input=raw)
+    assert_one_error(r, 4)
+    assert not cli.dir.exists() or cli.records() == []
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"t","data":"\xff"}',
+    b'{"type":"t","data":{"k\xc3":1}}',
+    b'{"type":"t","data":"\xed\xa0\x80"}',   # an encoded surrogate is not UTF-8 either
+    b'{"type":"t","data":"\\ud800"}',
+    b'{"type":"t","data":["\\udc00x"]}',
+    b'{"type":"t","key":"\\ud800"}',
+], ids=["byte-ff", "truncated", "encoded-surrogate", "lone-high", "lone-low", "key-surrogate"])
+def test_batch_with_invalid_utf8_or_a_lone_surrogate_exits_4_and_appends_nothing(cli: Evlog, line: bytes) -> None:
+    """`append --batch` rejects a line whose strings are not valid Unicode, naming the line; nothing is appended."""
+    good = b'{"type":"ok","data":"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00"}\n'
+    r = cli("append", "--batch", input=good + line + b"\n" + good)
+    assert_one_error(r, 4, "line 2:")
+    assert not cli.dir.exists() or cli.records() == []
+
+
+def test_batch_with_valid_unicode_is_accepted(cli: Evlog) -> None:
+    """Non-ASCII UTF-8 and escaped surrogate pairs are valid data and read back as given."""
+    good = '{"type":"ok","data":"café \\u00e9 \\ud83d\\ude00 \\\\ud800"}\n'
+    cli.batch(good * 3)
+    assert [r["data"] for r in cli.records()] == ["café é 😀 \\ud800"] * 3
+
+
+def test_stream_skips_a_line_with_invalid_utf8_and_exits_3(cli: Evlog) -> None:
+    """`append --stream` reports a line that is not valid Unicode with its number, skips it and exits 3."""
+    text = b'{"type":"ok","data":1}\n{"type":"t","data":"\xff"}\n{"type":"t","data":"\\ud800"}\n{"type":"ok","data":2}\n'
+    r = cli("append", "--stream", input=text)
+    assert r.rc == 3, r
+    assert "line 2" in r.err and "line 3" in r.err
+    assert [x["data"] for x in cli.records()] == [1, 2]
