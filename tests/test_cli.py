@@ -823,3 +823,58 @@ def test_stream_skips_a_line_with_invalid_utf8_and_exits_3(cli: Evlog) -> None:
     assert r.rc == 3, r
     assert "line 2" in r.err and "line 3" in r.err
     assert [x["data"] for x in cli.records()] == [1, 2]
+
+
+def nested(levels: int, leaf: str = "1") -> str:
+    """JSON with `levels` arrays and objects nested in each other."""
+    return '{"a":' * (levels // 2) + "[" * (levels - levels // 2) + leaf + "]" * (levels - levels // 2) \
+        + "}" * (levels // 2)
+
+
+def test_data_may_nest_100_levels_and_no_more(cli: Evlog) -> None:
+    """`data` nested MAX_DEPTH (100) levels is accepted; one level more is invalid input (exit 4)."""
+    assert cli.ok("append", "t", "--data", nested(100)).strip() == "0"
+    assert_one_error(cli("append", "t", "--data", nested(101)), 4, "100 levels")
+    assert cli.ok("append", "t", "f:=" + nested(99)).strip() == "1"
+    assert_one_error(cli("append", "t", "f:=" + nested(100)), 4, "100 levels")
+    assert [json.dumps(r["data"], separators=(",", ":")) for r in cli.records()] == \
+        [nested(100), '{"f":' + nested(99) + "}"]
+    assert cli.ok("append", "t").strip() == "2"  # appending goes on
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "msgpack"])
+def test_batch_rejects_data_nested_too_deeply_even_100000_levels(cli: Evlog, fmt: str) -> None:
+    """A `--batch` line nested past the limit, however deep, is invalid input naming the line (exit 4)."""
+    cli.ok("init", "--format", fmt)
+    for levels in (101, 100_000):
+        text = '{"type":"ok"}\n' + f'{{"type":"t","data":{nested(levels)}}}\n'
+        assert_one_error(cli("append", "--batch", input=text), 4, "line 2:", "100 levels")
+    cli.batch(f'{{"type":"t","data":{nested(100)}}}\n')
+    assert len(cli.records()) == 1
+
+
+def test_data_nested_100000_levels_is_invalid_input_not_an_internal_error(cli: Evlog, tmp_path: Path) -> None:
+    """`--data` nested 100,000 levels deep (in a file or stdin; 25,000 as an argument, which the
+    system caps at 128 KiB) exits 4 and writes nothing."""
+    deep = nested(100_000)
+    (tmp_path / "deep.json").write_text(deep)
+    assert_one_error(cli("append", "t", "--data", nested(25_000)), 4, "100 levels")
+    assert_one_error(cli("append", "t", "--data", "@deep.json"), 4, "100 levels")
+    assert_one_error(cli("append", "t", "--data", "-", input=deep), 4, "100 levels")
+    assert not cli.dir.exists()
+
+
+def test_stream_skips_a_line_nested_too_deeply_and_keeps_the_rest_of_its_group(cli: Evlog) -> None:
+    """A `--stream` line nested past the limit is skipped with its line number; the lines with it are appended."""
+    text = f'{{"type":"t","data":1}}\n{{"type":"t","data":{nested(100_000)}}}\n{{"type":"t","data":2}}\n'
+    r = cli("append", "--stream", input=text)
+    assert r.rc == 3, r
+    assert "line 2" in r.err and "100 levels" in r.err
+    assert [x["data"] for x in cli.records()] == [1, 2]
+
+
+def test_the_depth_limit_is_documented(cli: Evlog) -> None:
+    """The nesting limit is stated in `append --help` and in the README's section on appending."""
+    assert "100 levels" in " ".join(cli.ok("append", "--help").split())
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "100 levels" in readme
