@@ -212,6 +212,8 @@ def append(
 ) -> None:
     """Append one event, or many with --batch / --stream; prints the offset.
 
+    Text must be UTF-8, and data may nest arrays and objects at most 100 levels deep (invalid input: exit 4).
+
     Example: evlog append order.created sku=A1 count:=3 --key cust-7
 
     Example: jq -c '.[]' orders.json | evlog append --batch
