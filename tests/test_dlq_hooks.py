@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Evlog, Result, Spawner, wait_until
+from conftest import Evlog, Result, Spawner, assert_one_error, wait_until
+from engine_helpers import append_undecodable
 from handler_helpers import Recorder, python_script
 
 ENTRY_FIELDS = {"dlq_id", "failed_at", "group", "hook", "command", "attempts", "exit_code", "error", "stderr",
@@ -517,3 +518,16 @@ def test_a_hook_script_sees_its_event(cli: Evlog, tmp_path: Path) -> None:
     env = seen["env"]
     assert (env["EVLOG_OFFSET"], env["EVLOG_TYPE"], env["EVLOG_KEY"], env["EVLOG_ATTEMPT"]) == \
         ("0", "user.created", "u1", "1")
+
+
+def test_run_stops_a_hook_at_a_record_it_cannot_decode(cli: Evlog, tmp_path: Path) -> None:
+    """`run --once` stops a hook at a record that cannot be decoded: exit 5, one line naming the hook and the
+    offset, the events before it delivered, its checkpoint right before it."""
+    cli.batch([{"type": "t", "data": i} for i in range(2)])
+    bad = append_undecodable(cli.dir)
+    cli.batch([{"type": "t", "data": 3}])
+    rec = Recorder(tmp_path / "h")
+    cli.ok("hooks", "add", "h", "--from-start", "--", *rec.argv)
+    assert_one_error(cli("run", "--once"), 5, "hook h", f"offset {bad}")
+    assert rec.offsets() == [0, 1]
+    assert groups(cli)["hook.h"]["position"] == bad

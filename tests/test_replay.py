@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIELDS, Evlog, Result, Spawner, wait_until
+from conftest import FIELDS, Evlog, Result, Spawner, assert_one_error, wait_until
+from engine_helpers import append_undecodable
 from handler_helpers import Recorder, kill_pids
 
 ENV_BIN = shutil.which("env") or "/usr/bin/env"
@@ -494,3 +495,24 @@ def test_replay_needs_a_command_and_an_existing_log(cli: Evlog, tmp_path: Path) 
     assert cli("replay").rc == 2
     assert cli("replay", "--").rc == 2
     assert rec.calls() == []
+
+
+# -- records that cannot be decoded ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["jsonl", "msgpack"])
+@pytest.mark.parametrize("options", [[], ["--batch", "3"], ["--concurrency", "3"], ["--where", "data != 7"]],
+                         ids=["plain", "batch", "concurrency", "where"])
+def test_replay_stops_at_a_record_it_cannot_decode(cli: Evlog, tmp_path: Path, fmt: str, options: list[str]) -> None:
+    """A record that cannot be decoded stops replay with exit 5 and one line naming its offset; it is never
+    delivered nor dead-lettered, the events before it are delivered, and the checkpoint stays before it."""
+    cli.ok("init", "--format", fmt)
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    bad = append_undecodable(cli.dir)
+    cli.batch([{"type": "t", "data": i} for i in range(4, 6)])
+    rec = Recorder(tmp_path / "h")
+    r = replay(cli, rec, "--group", "g", *options)
+    assert_one_error(r, 5, f"offset {bad}")
+    delivered = [x["offset"] for x in rec.records()]
+    assert {0, 1, 2} <= set(delivered) and bad not in delivered
+    assert position(cli, "g") == bad
+    assert cli.ok("dlq", "count").strip() == "0"
