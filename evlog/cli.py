@@ -731,8 +731,8 @@ def run_hooks(
     summaries, errors = consumers.run_hooks(_state(ctx).log(), list(names or []), follow=not once)
     for hook, err in errors:
         diag.error(f"hook {hook}: {err}")
-    if errors:
-        raise typer.Exit(ExitCode.ERROR)
+    if errors:  # the first hook's reason decides, as if it had run alone (a corrupt record: 5)
+        raise typer.Exit(errors[0][1].exit_code if isinstance(errors[0][1], EvlogError) else ExitCode.ERROR)
     if any(s.dead_lettered for s in summaries):
         raise typer.Exit(ExitCode.PARTIAL)
 

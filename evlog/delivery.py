@@ -30,9 +30,10 @@ import msgspec
 
 from evlog import runner
 from evlog.deadletter import DeadLetterFull, DeadLetters
-from evlog.errors import EvlogError
+from evlog.errors import EvlogError, UndecodableRecord
+from evlog.event import block_ok
 from evlog.filters import Filter
-from evlog.framing import Record
+from evlog.framing import Record, undecodable
 from evlog.groups import Groups
 from evlog.log import Log
 
@@ -113,6 +114,10 @@ def event_env(base: dict[str, str], rec: Record, attempt: int, extra: dict[str, 
     return env
 
 
+# What decoding a record that got past its checksum can raise (see framing.undecodable).
+_UNDECODABLE = (UndecodableRecord, msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
+
+
 class HandlerStopped(EvlogError):
     """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
 
@@ -131,8 +136,9 @@ class _Task:
 @dataclass
 class _Result:
     task: _Task
-    outcome: runner.Outcome | None   # None when stopped before it finished
+    outcome: runner.Outcome | None   # None when stopped before it finished, or never started
     attempts: int
+    error: EvlogError | None = None  # why the task could not be run at all: it stops the consumer
 
 
 
@@ -167,14 +173,26 @@ class Consumer:
     def _base_env(self) -> dict[str, str]:
         return base_env(self.log.dir, self.opts.clean_env, self.group, self.hook)
 
-    def _env(self, task: _Task, attempt: int) -> dict[str, str]:
-        if self.opts.batch > 1:
+    def _env(self, task: _Task, rec: Record | None, attempt: int) -> dict[str, str]:
+        if rec is None:
             env = dict(self.base_env)
             env.update(EVLOG_ATTEMPT=str(attempt), EVLOG_FIRST_OFFSET=str(task.first),
                        EVLOG_LAST_OFFSET=str(task.last), EVLOG_COUNT=str(len(task.frames)))
             env.update(self.opts.env)
             return env
-        return event_env(self.base_env, self.log.codec.record(task.frames[0]), attempt, self.opts.env)
+        return event_env(self.base_env, rec, attempt, self.opts.env)
+
+    def _prepare(self, task: _Task) -> tuple[bytes, Record | None]:
+        """The handler's stdin and (one event per call) its record; raises UndecodableRecord naming the
+        first record of the task that cannot be decoded."""
+        codec = self.log.codec
+        stdin = self.as_json(task.frames)  # decodes every record, except in a JSON Lines log
+        if self.opts.batch > 1:
+            if codec.name == "jsonl" and not block_ok(stdin):
+                for frame in task.frames:  # text or nesting worth a closer look: decode each record
+                    codec.record(frame)
+            return stdin, None
+        return stdin, codec.record(task.frames[0])
 
     # -- the source of events --------------------------------------------------------------
 
@@ -204,7 +222,12 @@ class Consumer:
 
             def take(chunk: list[bytes], flush: bool) -> None:
                 nonlocal pending
-                matched = chunk if select is None else select(chunk)
+                error = None
+                if select is None:
+                    matched = chunk
+                else:
+                    matched, chunk, error = self._select(select, chunk)
+                    flush = flush or error is not None  # deliver what comes before the record, then stop at it
                 i = 0
                 while len(pending) + len(matched) - i >= batch:
                     n = batch - len(pending)
@@ -216,8 +239,10 @@ class Consumer:
                 if flush and pending:
                     out.put((pending, offset_of(pending[-1]) + 1))
                     pending = []
-                if not pending:  # events that did not match still move the checkpoint
+                if not pending and chunk:  # events that did not match still move the checkpoint
                     out.put(([], offset_of(chunk[-1]) + 1))
+                if error is not None:
+                    raise error
 
             for chunk in chunks:
                 if self.stop.is_set():
@@ -238,6 +263,22 @@ class Consumer:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             out.put(("error", e))
 
+    def _select(self, select: Callable[[list[bytes]], list[bytes]],
+                chunk: list[bytes]) -> tuple[list[bytes], list[bytes], UndecodableRecord | None]:
+        """(matching frames, frames looked at, error): the filter applied up to the first record it cannot
+        decode, and the error naming that record's offset."""
+        try:
+            return select(chunk), chunk, None
+        except _UNDECODABLE:
+            pass
+        for i, frame in enumerate(chunk):
+            try:
+                select([frame])
+            except _UNDECODABLE as e:
+                error = e if isinstance(e, UndecodableRecord) else undecodable(self.log.codec, frame, e)
+                return select(chunk[:i]), chunk[:i], error
+        return select(chunk), chunk, None  # pragma: no cover - the whole chunk failed, but no single frame
+
     # -- running -----------------------------------------------------------------------------
 
     def run(self) -> Summary:
@@ -254,6 +295,7 @@ class Consumer:
         saved_position = position
         last_save = time.monotonic()
         feeding = True
+        feed_error: BaseException | None = None
         failure: BaseException | None = None
         opts = self.opts
         workers: list[threading.Thread] = []
@@ -267,15 +309,20 @@ class Consumer:
                     except queue.Empty:
                         break
                     if isinstance(item[0], str):
-                        if item[0] == "error":
-                            raise item[1]
                         feeding = False
+                        if item[0] == "error":  # the events before it still go out; then it stops the run
+                            feed_error = item[1]
+                            break
                         order.append(_Task(item[1] - 1, item[1] - 1, [], frozenset(), done=True, marker=True,
                                            end=item[1]))
                         break
                     frames, end = item
                     if frames:
-                        self._add_task(frames, end, order, waiting)
+                        try:
+                            self._add_task(frames, end, order, waiting)
+                        except UndecodableRecord as e:
+                            feeding, feed_error = False, e
+                            break
                     elif order and order[-1].marker:
                         order[-1].end = end  # runs of skipped events share one marker
                     else:
@@ -329,6 +376,8 @@ class Consumer:
             raise interrupted
         if failure is not None:
             raise failure
+        if feed_error is not None:
+            raise feed_error
         return self.summary
 
     def _add_task(self, frames: list[bytes], end: int, order: deque[_Task], waiting: deque[_Task]) -> None:
@@ -367,13 +416,14 @@ class Consumer:
     def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
         """Worker thread: run the handler with retries; report the last outcome."""
         opts = self.opts
-        stdin = self.as_json(task.frames)
         attempt = 0
         outcome: runner.Outcome | None = None
+        error: EvlogError | None = None
         try:
+            stdin, rec = self._prepare(task)
             while True:
                 attempt += 1
-                outcome = runner.run(opts.command, stdin, self._env(task, attempt), opts.timeout,
+                outcome = runner.run(opts.command, stdin, self._env(task, rec, attempt), opts.timeout,
                                      opts.max_memory, out_fd=self.out_fd, err_fd=self.err_fd)
                 if outcome.ok or outcome.exit_code == runner.EX_DATAERR or attempt > opts.retries:
                     break
@@ -382,12 +432,16 @@ class Consumer:
                 if self.stop.wait(delay):
                     outcome = None  # stopping: not finished, will be delivered again
                     break
+        except EvlogError as e:  # a record that cannot be decoded: never run, never counted
+            error = e
         finally:
-            done_q.put(_Result(task, outcome, attempt))
+            done_q.put(_Result(task, outcome, attempt, error))
 
     def _finish(self, result: _Result) -> BaseException | None:
         """Account for a finished task; returns an error that must stop the consumer."""
         task, outcome = result.task, result.outcome
+        if result.error is not None:
+            return result.error  # unfinished: the checkpoint stays before it
         if outcome is None:
             return None  # interrupted: stays unfinished, so the checkpoint stays before it
         n = len(task.frames)
@@ -405,8 +459,8 @@ class Consumer:
             for frame in task.frames:
                 self.dead.add(group=self.group, hook=self.hook, command=self.opts.command,
                               attempts=result.attempts, exit_code=outcome.exit_code, error=outcome.error or "failed",
-                              stderr=outcome.stderr_tail, event=msgspec.json.decode(self.log.codec.json(frame)))
-        except DeadLetterFull as e:
+                              stderr=outcome.stderr_tail, event=self._event(frame))
+        except (DeadLetterFull, UndecodableRecord) as e:
             self.summary.events -= n
             return e
         self.summary.dead_lettered += n
@@ -417,6 +471,13 @@ class Consumer:
         diag.warning(f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
                      **({"hook": self.hook} if self.hook else {}))
         return None
+
+    def _event(self, frame: bytes) -> Any:
+        """The record as a dead-letter entry holds it."""
+        try:
+            return msgspec.json.decode(self.log.codec.json(frame))
+        except _UNDECODABLE as e:
+            raise e if isinstance(e, UndecodableRecord) else undecodable(self.log.codec, frame, e) from None
 
     def _drain(self, running: dict[int, _Task], done_q: queue.Queue[_Result]) -> None:
         """After a stop: let running handlers finish (they stop at their timeout) and account for them."""

@@ -818,7 +818,8 @@ def test_batch_with_valid_unicode_is_accepted(cli: Evlog) -> None:
 
 def test_stream_skips_a_line_with_invalid_utf8_and_exits_3(cli: Evlog) -> None:
     """`append --stream` reports a line that is not valid Unicode with its number, skips it and exits 3."""
-    text = b'{"type":"ok","data":1}\n{"type":"t","data":"\xff"}\n{"type":"t","data":"\\ud800"}\n{"type":"ok","data":2}\n'
+    text = (b'{"type":"ok","data":1}\n{"type":"t","data":"\xff"}\n{"type":"t","data":"\\ud800"}\n'
+            b'{"type":"ok","data":2}\n')
     r = cli("append", "--stream", input=text)
     assert r.rc == 3, r
     assert "line 2" in r.err and "line 3" in r.err
