@@ -879,3 +879,70 @@ def test_the_depth_limit_is_documented(cli: Evlog) -> None:
     assert "100 levels" in " ".join(cli.ok("append", "--help").split())
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert "100 levels" in readme
+
+
+# -- bad input is a usage error or invalid input, never an internal error -------------------
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "--key", BAD_UTF8],
+    ["read", "--subject", BAD_UTF8],
+    ["read", "--source", BAD_UTF8],
+    ["read", "--type", f"a.{BAD_UTF8}"],
+    ["read", "--where", f"key == '{BAD_UTF8}'"],
+    ["tail", "--key", BAD_UTF8],
+    ["replay", "--group", BAD_UTF8, "--", "true"],
+    ["replay", "--env", f"A={BAD_UTF8}", "--", "true"],
+    ["replay", "--", f"/bin/{BAD_UTF8}"],
+    ["hooks", "add", "h", "--", f"/bin/{BAD_UTF8}"],
+    ["dlq", "list", "--key", BAD_UTF8],
+], ids=lambda a: "-".join(x for x in a if x.startswith("-") and x != "--") or a[0])
+def test_non_content_arguments_with_invalid_utf8_are_usage_errors(cli: Evlog, args: list[str]) -> None:
+    """A filter or an option that is not event content, given bytes that are not UTF-8, is a usage error (exit 2)."""
+    cli.ok("append", "t")
+    assert_one_error(cli(*args), 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "--since", "99999999999999999d"],
+    ["read", "--until", "99999999999999999d"],
+    ["read", "--since", f"{HUGE}s"],
+    ["read", "--since", f"{HUGE}.5ms"],
+    ["read", "--since", "0001-01-01T00:00:00+01:00"],
+    ["dlq", "purge", "--before", "99999999999999999d"],
+    ["groups", "reset", "g", "--to-time", "99999999999999999d"],
+    ["replay", "--timeout", f"{HUGE}s", "--", "true"],
+    ["replay", "--backoff", f"{HUGE}ms", "--", "true"],
+    ["replay", "--max-memory", f"{HUGE}KiB", "--", "true"],
+    ["compact", "--max-age", f"{HUGE}d"],
+    ["compact", "--max-bytes", HUGE],
+    ["init", "--segment-bytes", f"{HUGE}MiB"],
+    ["hooks", "add", "h", "--timeout", f"{HUGE}s", "--", "true"],
+], ids=lambda a: f"{a[0]}{a[1] if a[1].startswith('-') else ' ' + a[3]}")
+def test_huge_durations_times_and_sizes_are_usage_errors(cli: Evlog, args: list[str]) -> None:
+    """A duration, time or size too large to mean anything is a usage error (exit 2) with a clear message."""
+    if args[0] != "init":
+        cli.ok("append", "t")
+        (cli.dir / "groups").mkdir(exist_ok=True)
+        (cli.dir / "groups" / "g.json").write_text('{"position":0}\n')
+    line = assert_one_error(cli(*args), 2)
+    assert "internal error" not in line
+
+
+def test_an_integer_beyond_64_bits_is_invalid_input_in_a_messagepack_log(cli: Evlog) -> None:
+    """A MessagePack log cannot hold integers beyond 64 bits: append and --batch exit 4 and write nothing."""
+    cli.ok("init", "--format", "msgpack")
+    assert_one_error(cli("append", "t", f"n:={2**64}"), 4, "64 bits")
+    assert_one_error(cli("append", "t", "--data", f"[{-2**63 - 1}]"), 4, "64 bits")
+    assert_one_error(cli("append", "--batch", input=f'{{"type":"t"}}\n{{"type":"t","data":{2**70}}}\n'), 4, "line 2:")
+    cli.ok("append", "t", f"n:={2**64 - 1}", f"m:={-2**63}")
+    assert [r["data"] for r in cli.records()] == [{"n": 2**64 - 1, "m": -2**63}]
+
+
+def test_a_dir_with_a_newline_gives_one_error_line(cli: Evlog, tmp_path: Path) -> None:
+    """A path holding a newline shows quoted in an error, which stays one line."""
+    r = cli("-d", str(tmp_path / "a\nb"), "read")
+    line = assert_one_error(r, 1, "no log at")
+    assert "a\\nb" in line

@@ -531,3 +531,35 @@ def test_run_stops_a_hook_at_a_record_it_cannot_decode(cli: Evlog, tmp_path: Pat
     assert_one_error(cli("run", "--once"), 5, "hook h", f"offset {bad}")
     assert rec.offsets() == [0, 1]
     assert groups(cli)["hook.h"]["position"] == bad
+
+
+# -- hand-edited files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["5", "[1,2]", '{"dlq_id":1,"attempts":"many","event":{}}', '"x"', "null",
+                                   '{"dlq_id":"one"}'])
+def test_a_malformed_dead_letter_entry_is_an_error_naming_the_file_and_line(cli: Evlog, tmp_path: Path,
+                                                                           entry: str) -> None:
+    """A dead-letter file with an entry that is valid JSON but not an entry makes every dlq command and a
+    dead-lettering replay fail with one line naming the file and the line (exit 1), never a traceback."""
+    cli.ok("append", "t")
+    (cli.dir / "dead-letter.jsonl").write_text("\n" + entry + "\n")
+    bad = Recorder(tmp_path / "bad", exit_code="65")
+    for args in (["dlq", "list"], ["dlq", "count"], ["dlq", "show", "1"], ["dlq", "retry", "--all"],
+                 ["dlq", "purge", "--all"], ["info"], ["hooks", "list"], ["replay", "--", *bad.argv]):
+        assert_one_error(cli(*args), 1, "dead-letter.jsonl", "line 2")
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("batch = 0", "batch"), ("batch = -3", "batch"), ("retries = -1", "retries"), ('timeout = "0s"', "timeout"),
+    ('timeout = "soon"', "timeout"), ('timeout = "99999999999999999999d"', "timeout"), ('where = "data =="', "where"),
+    ('types = ["a..b"]', "types"), ('command = [""]', "command"), ("paused = 1", "paused"),
+])
+def test_a_hooks_toml_with_a_value_out_of_range_names_the_file_hook_and_key(cli: Evlog, setting: str,
+                                                                           key: str) -> None:
+    """A hooks.toml value of the right type but out of range is an error naming the file, the hook and the key."""
+    cli.ok("init")
+    lines = {"command": 'command = ["true"]'}
+    lines[setting.split(" ")[0]] = setting
+    (cli.dir / "hooks.toml").write_text("[hooks.a]\n" + "\n".join(lines.values()) + "\n")
+    for args in (("hooks", "list"), ("run", "--once")):
+        assert_one_error(cli(*args), 1, "hooks.toml", "'a'", key)
