@@ -368,9 +368,24 @@ def tail(
     reading.run(_state(ctx).log(), query, _format(format))
 
 
+def _utf8(what: str, *values: str | None) -> None:
+    """Arguments that are not event content must still be UTF-8 text: a usage error otherwise (exit 2)."""
+    from evlog.event import utf8_problem
+
+    for value in values:
+        problem = None if value is None else utf8_problem(what, value)
+        if problem:
+            raise UsageError(problem)
+
+
 def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.filters.Filter
     from evlog.filters import Filter
 
+    _utf8("--type", *(types or []))
+    _utf8("--key", key)
+    _utf8("--subject", subject)
+    _utf8("--source", source)
+    _utf8("--where", where)
     f = Filter(list(types or []), key, subject, source, where)
     from evlog.framing import CODECS
 
@@ -412,12 +427,14 @@ def _duration(what: str, text: str) -> float:
 def _handler(command: list[str] | None) -> list[str]:
     if not command:
         raise UsageError("give the handler command after --, e.g. `-- ./handle.sh` or `-- sh -c 'cat >> out'`")
+    _utf8("the handler command (kept in hooks.toml and dead-letter entries)", *command)
     return list(command)
 
 
 def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
     env = {}
     for pair in pairs or []:
+        _utf8("--env", pair)
         name, eq, value = pair.partition("=")
         if not eq or not name:
             raise UsageError(f"--env {pair!r}: use NAME=VALUE")
@@ -853,7 +870,7 @@ def _ids_and_command(args: list[str] | None) -> tuple[list[int], list[str] | Non
             raw = raw[: -len(after)]
     ids = []
     for a in raw:
-        if not a.isdigit():
+        if not (a.isascii() and a.isdigit()):
             raise UsageError(f"not a DLQ_ID: {a!r}")
         ids.append(int(a))
     return ids, command
@@ -975,6 +992,9 @@ def serve(
     from evlog import server
     from evlog.stop import Terminated
 
+    _utf8("--host", host)
+    _utf8("--token", token)
+    _utf8("--allow-origin", *(allow_origin or []))
     if token and token_file:
         raise UsageError("give --token or --token-file, not both")
     if (tls_cert is None) != (tls_key is None):
@@ -1019,7 +1039,9 @@ def subscribe(
     """
     from evlog import subscribe as sub
 
-    if from_ is not None and from_ not in ("beginning", "end") and not from_.isdigit():
+    _utf8("URL", url)
+    _utf8("--token", token)
+    if from_ is not None and from_ not in ("beginning", "end") and not (from_.isascii() and from_.isdigit()):
         raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
     secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), _state(ctx).dir)
     code = sub.subscribe(
@@ -1129,7 +1151,9 @@ def _run(args: list[str], debug: bool) -> int:
             import traceback
 
             traceback.print_exc()
-        diag.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        from evlog.errors import quoted
+
+        diag.error(f"{e.strerror or e}" + (f": {quoted(e.filename)}" if e.filename else ""))
         return ExitCode.ERROR
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if debug:

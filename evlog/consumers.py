@@ -135,6 +135,7 @@ def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
                         group: str | None = None) -> list[dict[str, Any]]:
     from evlog.framing import CODECS
 
+    _check_names(hook, group)
     match = flt.compile(CODECS["jsonl"]) if flt is not None else None
     out = []
     for e in _dead(log).entries():
@@ -148,6 +149,13 @@ def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
     return out
 
 
+def _check_names(hook: str | None, group: str | None) -> None:
+    if hook is not None:
+        check_name(hook, "hook")
+    if group is not None:
+        check_name(group)
+
+
 def dead_letter(log: Log, dlq_id: int) -> dict[str, Any]:
     for e in _dead(log).entries():
         if e.get("dlq_id") == dlq_id:
@@ -157,6 +165,7 @@ def dead_letter(log: Log, dlq_id: int) -> dict[str, Any]:
 
 def retry(log: Log, ids: list[int], *, hook: str | None, group: str | None, command: list[str] | None,
           timeout: float | None) -> RetryReport:
+    _check_names(hook, group)
     wanted = set(ids)
 
     def chosen(e: dict[str, Any]) -> bool:

@@ -20,15 +20,31 @@ from typing import Any
 import msgspec
 
 from evlog import index as idx
-from evlog.errors import EvlogError
+from evlog.errors import EvlogError, quoted
+from evlog.framing import Record
 from evlog.units import format_time, now_us
 
 _encode = msgspec.json.Encoder().encode
 
 
+class Entry(msgspec.Struct):
+    """What an entry must hold to be listed, filtered and retried; other keys are kept as they are."""
+
+    dlq_id: int
+    event: Record
+    failed_at: str = ""
+    group: str | None = None
+    hook: str | None = None
+    command: list[str] | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    stderr: str = ""
+
+
 class DeadLetterFull(EvlogError):
     def __init__(self, path: Path, limit: int) -> None:
-        super().__init__(f"the dead-letter file {path} is full ({limit} entries, [dead_letter] max_entries); "
+        super().__init__(f"the dead-letter file {quoted(path)} is full ({limit} entries, [dead_letter] max_entries); "
                          "stopped before the failing event: inspect with `evlog dlq list`, then retry or purge")
 
 
@@ -57,9 +73,16 @@ class DeadLetters:
         for n, line in enumerate(data.split(b"\n"), 1):
             if line.strip():
                 try:
-                    out.append(msgspec.json.decode(line))
-                except msgspec.DecodeError:
-                    raise EvlogError(f"{self.path}: line {n} is not valid JSON") from None
+                    entry = msgspec.json.decode(line)
+                except (msgspec.DecodeError, RecursionError):
+                    raise EvlogError(f"{quoted(self.path)}: line {n} is not valid JSON") from None
+                try:
+                    if not isinstance(entry, dict):
+                        raise msgspec.ValidationError(f"expected an object, not {type(entry).__name__}")
+                    msgspec.convert(entry, Entry)
+                except msgspec.ValidationError as e:
+                    raise EvlogError(f"{quoted(self.path)}: line {n} is not a dead-letter entry ({e})") from None
+                out.append(entry)
         return out
 
     def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,

@@ -427,7 +427,7 @@ class Consumer:
                                      opts.max_memory, out_fd=self.out_fd, err_fd=self.err_fd)
                 if outcome.ok or outcome.exit_code == runner.EX_DATAERR or attempt > opts.retries:
                     break
-                delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
+                delay = min(opts.max_backoff, opts.backoff * 2 ** min(attempt - 1, 64))  # 2**1024: no float
                 delay *= 0.5 + random.random() / 2  # jitter: spread retries of many consumers
                 if self.stop.wait(delay):
                     outcome = None  # stopping: not finished, will be delivered again

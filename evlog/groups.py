@@ -13,18 +13,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 from evlog import index as idx
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import EvlogError, UsageError, quoted
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HOOK_PREFIX = "hook."
 
 
 class Checkpoint(msgspec.Struct):
-    position: int
+    position: Annotated[int, msgspec.Meta(ge=0)]
 
 
 def check_name(name: str, what: str = "group") -> str:
@@ -49,7 +50,7 @@ class Groups:
         try:
             return msgspec.json.decode(data, type=Checkpoint).position
         except msgspec.MsgspecError as e:
-            raise EvlogError(f"{self.path(name)}: unreadable checkpoint ({e})") from None
+            raise EvlogError(f"{quoted(self.path(name))}: unreadable checkpoint ({e})") from None
 
     def set(self, name: str, position: int) -> None:
         self.dir.mkdir(exist_ok=True)

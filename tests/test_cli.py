@@ -946,3 +946,13 @@ def test_a_dir_with_a_newline_gives_one_error_line(cli: Evlog, tmp_path: Path) -
     r = cli("-d", str(tmp_path / "a\nb"), "read")
     line = assert_one_error(r, 1, "no log at")
     assert "a\\nb" in line
+
+
+@pytest.mark.parametrize("extra", [b"\xff = 1\n", b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n"],
+                         ids=["not-utf8", "deep"])
+def test_settings_that_are_not_utf8_or_too_deep_are_an_error_naming_the_file(cli: Evlog, extra: bytes) -> None:
+    """An evlog.toml that is not UTF-8, or nests beyond what a parser can follow, is an error naming it (exit 1)."""
+    cli.ok("init")
+    with open(cli.dir / "evlog.toml", "ab") as f:
+        f.write(extra)
+    assert_one_error(cli("read"), 1, "evlog.toml")

@@ -545,14 +545,14 @@ def test_a_malformed_dead_letter_entry_is_an_error_naming_the_file_and_line(cli:
     (cli.dir / "dead-letter.jsonl").write_text("\n" + entry + "\n")
     bad = Recorder(tmp_path / "bad", exit_code="65")
     for args in (["dlq", "list"], ["dlq", "count"], ["dlq", "show", "1"], ["dlq", "retry", "--all"],
-                 ["dlq", "purge", "--all"], ["info"], ["hooks", "list"], ["replay", "--", *bad.argv]):
+                 ["dlq", "purge", "--all"], ["hooks", "list"], ["replay", "--", *bad.argv]):
         assert_one_error(cli(*args), 1, "dead-letter.jsonl", "line 2")
 
 
 @pytest.mark.parametrize(("setting", "key"), [
     ("batch = 0", "batch"), ("batch = -3", "batch"), ("retries = -1", "retries"), ('timeout = "0s"', "timeout"),
     ('timeout = "soon"', "timeout"), ('timeout = "99999999999999999999d"', "timeout"), ('where = "data =="', "where"),
-    ('types = ["a..b"]', "types"), ('command = [""]', "command"), ("paused = 1", "paused"),
+    ('types = ["a.>.b"]', "types"), ('command = [""]', "command"), ("paused = 1", "paused"),
 ])
 def test_a_hooks_toml_with_a_value_out_of_range_names_the_file_hook_and_key(cli: Evlog, setting: str,
                                                                            key: str) -> None:
@@ -563,3 +563,23 @@ def test_a_hooks_toml_with_a_value_out_of_range_names_the_file_hook_and_key(cli:
     (cli.dir / "hooks.toml").write_text("[hooks.a]\n" + "\n".join(lines.values()) + "\n")
     for args in (("hooks", "list"), ("run", "--once")):
         assert_one_error(cli(*args), 1, "hooks.toml", "'a'", key)
+
+
+@pytest.mark.parametrize("text", [b'[hooks.a]\ncommand = ["\xff"]\n',
+                                  b"[hooks.a]\ncommand = " + b"[" * 5000 + b"]" * 5000])
+def test_a_hooks_toml_that_is_not_utf8_or_too_deep_names_the_file(cli: Evlog, text: bytes) -> None:
+    """A hooks.toml that is not UTF-8, or nests beyond what a parser can follow, is an error naming the file."""
+    cli.ok("init")
+    (cli.dir / "hooks.toml").write_bytes(text)
+    assert_one_error(cli("hooks", "list"), 1, "hooks.toml")
+
+
+@pytest.mark.parametrize("text", [b'{"position":-1}', b'{"position":"x"}', b"[]", b"\xff"])
+def test_an_unreadable_checkpoint_is_an_error_naming_the_file(cli: Evlog, tmp_path: Path, text: bytes) -> None:
+    """A group's checkpoint file that does not hold a position of 0 or more is an error naming it (exit 1)."""
+    cli.ok("append", "t")
+    (cli.dir / "groups").mkdir()
+    (cli.dir / "groups" / "g.json").write_bytes(text)
+    rec = Recorder(tmp_path / "h")
+    assert_one_error(replay(cli, rec.argv, "--group", "g"), 1, "g.json")
+    assert rec.calls() == []
