@@ -583,3 +583,37 @@ def test_an_unreadable_checkpoint_is_an_error_naming_the_file(cli: Evlog, tmp_pa
     rec = Recorder(tmp_path / "h")
     assert_one_error(replay(cli, rec.argv, "--group", "g"), 1, "g.json")
     assert rec.calls() == []
+
+
+# -- names that would reach outside the log ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../victim", "../victim", "/abs/victim", "a/../../victim", "..", ".", ""])
+def test_group_names_cannot_reach_outside_the_log(cli: Evlog, tmp_path: Path, name: str) -> None:
+    """`groups reset` and `groups delete` refuse a name that is not a group name (exit 2) and touch no file."""
+    cli.ok("append", "t")
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep\n")
+    name = name.replace("/abs/victim", str(tmp_path / "victim"))
+    for args in (["groups", "delete", name], ["groups", "reset", name, "--to", "0"],
+                 ["replay", "--group", name, "--", "true"]):
+        assert_one_error(cli(*args), 2)
+    assert victim.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("command", ["show", "remove", "pause", "resume"])
+def test_hook_names_cannot_reach_outside_the_log(cli: Evlog, tmp_path: Path, command: str) -> None:
+    """`hooks show/remove/pause/resume` and `run` refuse a name that is not a hook name (exit 2)."""
+    cli.ok("init")
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep\n")
+    assert_one_error(cli("hooks", command, "../../victim"), 2)
+    assert_one_error(cli("run", "--once", "../../victim"), 2)
+    assert victim.read_text() == "keep\n"
+
+
+def test_hook_checkpoints_can_still_be_reset_by_group_name(cli: Evlog, tmp_path: Path) -> None:
+    """A hook's checkpoint is the group `hook.NAME`, which `groups reset` accepts."""
+    cli.batch([{"type": "t"}] * 3)
+    cli.ok("hooks", "add", "h", "--", "true")
+    cli.ok("groups", "reset", "hook.h", "--to", "1")
+    assert groups(cli)["hook.h"]["position"] == 1
