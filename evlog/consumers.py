@@ -69,6 +69,7 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
 
 
 def _hook(log: Log, name: str) -> tuple[Registry, dict[str, Hook], Hook]:
+    check_name(name, "hook")
     registry = _registry(log)
     hooks = registry.load()
     if name not in hooks:

@@ -34,13 +34,22 @@ def check_name(name: str, what: str = "group") -> str:
     return name
 
 
+def check_checkpoint_name(name: str) -> str:
+    """A group name, or `hook.NAME` for a hook's checkpoint: nothing else can become a path."""
+    if name.startswith(HOOK_PREFIX):
+        check_name(name[len(HOOK_PREFIX):], "hook")
+        return name
+    return check_name(name)
+
+
 class Groups:
     def __init__(self, log_dir: Path, fsync: bool = True) -> None:
         self.dir = log_dir / "groups"
         self.fsync = fsync
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
+        """The checkpoint file of a group; a name that is not one (`../x`, `/abs`) is a UsageError."""
+        return self.dir / f"{check_checkpoint_name(name)}.json"
 
     def get(self, name: str) -> int | None:
         try:
@@ -70,4 +79,9 @@ class Groups:
             entries = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in entries if n.endswith(".json") and not n.startswith("."))
+        return sorted(n[:-5] for n in entries if n.endswith(".json") and _valid(n[:-5]))
+
+
+def _valid(name: str) -> bool:
+    """Whether a file name (without .json) is a checkpoint's: other files in groups/ are not groups."""
+    return bool(NAME_RE.fullmatch(name[len(HOOK_PREFIX):] if name.startswith(HOOK_PREFIX) else name))
