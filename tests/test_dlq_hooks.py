@@ -617,3 +617,15 @@ def test_hook_checkpoints_can_still_be_reset_by_group_name(cli: Evlog, tmp_path:
     cli.ok("hooks", "add", "h", "--", "true")
     cli.ok("groups", "reset", "hook.h", "--to", "1")
     assert groups(cli)["hook.h"]["position"] == 1
+
+
+def test_groups_reset_past_the_end_of_the_log_is_refused(cli: Evlog) -> None:
+    """`groups reset --to` beyond the log's next offset is a usage error (exit 2) naming that offset; the
+    checkpoint stays; the next offset itself (nothing new yet) is accepted."""
+    cli.batch([{"type": "t"}] * 3)
+    cli.ok("hooks", "add", "h", "--from-start", "--", "true")
+    assert_one_error(cli("groups", "reset", "hook.h", "--to", "4"), 2, "3")
+    assert_one_error(cli("groups", "reset", "hook.h", "--to", str(2**70)), 2, "3")
+    assert groups(cli)["hook.h"]["position"] == 0
+    cli.ok("groups", "reset", "hook.h", "--to", "3")
+    assert groups(cli)["hook.h"]["position"] == 3
