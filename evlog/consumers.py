@@ -8,7 +8,7 @@ import msgspec
 
 from evlog.deadletter import DeadLetters
 from evlog.delivery import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
-from evlog.errors import EvlogError
+from evlog.errors import EvlogError, UsageError
 from evlog.filters import Filter
 from evlog.groups import Groups, check_name
 from evlog.hooks import Hook, Registry
@@ -36,6 +36,9 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     if groups.get(name) is None:
         raise EvlogError(f"no group named {name!r}")
     if to is not None:
+        end = log.next_offset()
+        if to > end:  # the group would silently skip the events appended up to `to`
+            raise UsageError(f"--to {to} is past the end of the log: the next offset is {end}")
         position = to
     elif to_end:
         position = log.next_offset()
