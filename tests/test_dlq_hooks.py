@@ -629,3 +629,41 @@ def test_groups_reset_past_the_end_of_the_log_is_refused(cli: Evlog) -> None:
     assert groups(cli)["hook.h"]["position"] == 0
     cli.ok("groups", "reset", "hook.h", "--to", "3")
     assert groups(cli)["hook.h"]["position"] == 3
+
+
+def test_a_hook_that_cannot_start_stops_after_one_dead_letter_and_others_go_on(cli: Evlog, tmp_path: Path) -> None:
+    """`run --once`: a hook whose command cannot start dead-letters one event and stops (exit 1, one line naming
+    the hook and the command); another hook still gets every event."""
+    cli.batch([{"type": "t"}] * 4)
+    good = Recorder(tmp_path / "good")
+    cli.ok("hooks", "add", "good", "--from-start", "--", *good.argv)
+    r = cli("hooks", "add", "broken", "--from-start", "--retries", "0", "--", str(tmp_path / "missing"))
+    assert r.rc == 0 and "missing" in r.err  # a warning: the command is not there
+    assert_one_error(cli("run", "--once"), 1, "hook broken", "missing")
+    assert [e["hook"] for e in dead_letters(cli)] == ["broken"]
+    assert good.offsets() == [0, 1, 2, 3]
+    assert groups(cli)["hook.broken"]["position"] == 1
+
+
+def test_hooks_add_stores_a_relative_command_path_as_absolute(cli: Evlog, tmp_path: Path) -> None:
+    """`hooks add NAME -- ./handle.sh` stores the absolute path, so `run` works from any directory; a bare
+    command name is kept as given (looked up in PATH)."""
+    cli.ok("init")
+    python_script(tmp_path / "handle.sh", "sys.exit(0)\n")
+    r = cli("hooks", "add", "rel", "--", "./handle.sh", "arg")
+    assert r.rc == 0 and "warning" not in r.err, r.err
+    cli.ok("hooks", "add", "bare", "--", "true")
+    rows = hooks(cli)
+    assert rows["rel"]["command"] == [str(tmp_path / "handle.sh"), "arg"]
+    assert rows["bare"]["command"] == ["true"]
+
+
+@pytest.mark.parametrize("command", ["./missing.sh", "no-such-command-anywhere", "./not-executable.sh"])
+def test_hooks_add_warns_when_the_command_cannot_run(cli: Evlog, tmp_path: Path, command: str) -> None:
+    """`hooks add` warns on stderr when its command is not found or not executable (the hook is still added)."""
+    cli.ok("init")
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
+    r = cli("hooks", "add", "h", "--", command)
+    assert r.rc == 0
+    assert r.err.startswith("evlog: warning:") and command.lstrip("./") in r.err, r.err
+    assert "h" in hooks(cli)
