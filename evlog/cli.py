@@ -418,10 +418,13 @@ RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")]
 
 
-def _duration(what: str, text: str) -> float:
+def _duration(what: str, text: str, positive: bool = False) -> float:
     from evlog.units import parse_duration
 
-    return float(_parse(what, parse_duration, text))
+    seconds = float(_parse(what, parse_duration, text))
+    if positive and seconds <= 0:
+        raise UsageError(f"{what}: must be longer than 0, not {text!r}")
+    return seconds
 
 
 def _handler(command: list[str] | None) -> list[str]:
@@ -518,7 +521,7 @@ def replay(
         retries=retries,
         backoff=_duration("--backoff", backoff),
         max_backoff=_duration("--max-backoff", max_backoff),
-        timeout=_duration("--timeout", timeout),
+        timeout=_duration("--timeout", timeout, positive=True),
         batch=batch,
         concurrency=concurrency,
         on_failure=on_failure.value,
@@ -645,7 +648,7 @@ def hooks_add(
 
     check_name(name, "hook")
     argv = _handler(command)
-    _duration("--timeout", timeout)
+    _duration("--timeout", timeout, positive=True)
     _filter(type_, key, subject, source, where)
     consumers.add_hook(
         _state(ctx).log(),
@@ -847,9 +850,8 @@ def dlq_retry(
     ids, command = _ids_and_command(args)
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
-    report = consumers.retry(
-        _state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=_duration("--timeout", timeout)
-    )
+    seconds = _duration("--timeout", timeout, positive=True)
+    report = consumers.retry(_state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=seconds)
     diag.info(
         f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
         f"{len(report.failed)} still failing"

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 import msgspec
 
 from evlog.deadletter import DeadLetters
 from evlog.delivery import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import EvlogError, UsageError, quoted
 from evlog.filters import Filter
 from evlog.groups import Groups, check_name
 from evlog.hooks import Hook, Registry
@@ -65,10 +67,29 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
     hooks = registry.load()
     if name in hooks:
         raise EvlogError(f"a hook named {name!r} exists already (remove it first)")
-    hook = Hook(name, command, types, key, subject, source, where, retries, timeout, batch)
+    program = command[0]
+    if "/" in program:  # `run` may start from any directory: keep where ./handle.sh is now
+        program = os.path.abspath(program)
+    problem = _cannot_run(program)
+    if problem:
+        from evlog.diag import diag
+
+        diag.warning(f"hook {name}: {problem}; added anyway", hook=name)
+    hook = Hook(name, [program, *command[1:]], types, key, subject, source, where, retries, timeout, batch)
     _groups(log).set(hook.group, 0 if from_start else log.next_offset())
     hooks[name] = hook
     registry.save(hooks)
+
+
+def _cannot_run(program: str) -> str | None:
+    """Why `program` would not start as a handler (a path, or a name looked up in PATH), or None."""
+    if "/" not in program:
+        return None if shutil.which(program) else f"{program!r} is not found in PATH"
+    if not os.path.isfile(program):
+        return f"{quoted(program)} is not found"
+    if not os.access(program, os.X_OK):
+        return f"{quoted(program)} is not executable"
+    return None
 
 
 def _hook(log: Log, name: str) -> tuple[Registry, dict[str, Hook], Hook]:

@@ -30,7 +30,7 @@ import msgspec
 
 from evlog import runner
 from evlog.deadletter import DeadLetterFull, DeadLetters
-from evlog.errors import EvlogError, UndecodableRecord
+from evlog.errors import EvlogError, ExitCode, UndecodableRecord
 from evlog.event import block_ok
 from evlog.filters import Filter
 from evlog.framing import Record, undecodable
@@ -122,6 +122,17 @@ class HandlerStopped(EvlogError):
     """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
 
 
+class HandlerCannotStart(EvlogError):
+    """The handler could not be started at all. Its first event fails as any other (SPEC 6: retried, then
+    dead-lettered); then the consumer stops rather than dead-letter the whole backlog for what is a
+    configuration error. Exit 1 when events remain to deliver, else the usual 3 (one was dead-lettered)."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, reason: str, what: str) -> None:
+        super().__init__(f"{reason}; {what} dead-lettered and nothing more run: fix the command, then run again")
+
+
 @dataclass
 class _Task:
     first: int
@@ -167,6 +178,7 @@ class Consumer:
         self.stop = threading.Event()
         self.summary = Summary()
         self.base_env = self._base_env()
+        self.cannot_start: HandlerCannotStart | None = None
 
     # -- environment ---------------------------------------------------------------------
 
@@ -375,6 +387,8 @@ class Consumer:
         if interrupted is not None:
             raise interrupted
         if failure is not None:
+            if isinstance(failure, HandlerCannotStart) and self._more_after(position):
+                failure.exit_code = ExitCode.ERROR
             raise failure
         if feed_error is not None:
             raise feed_error
@@ -444,6 +458,8 @@ class Consumer:
             return result.error  # unfinished: the checkpoint stays before it
         if outcome is None:
             return None  # interrupted: stays unfinished, so the checkpoint stays before it
+        if not outcome.started and self.cannot_start is not None:
+            return None  # one dead letter says it already: this one stays unfinished, for the next run
         n = len(task.frames)
         self.summary.events += n
         self.summary.retries += max(0, result.attempts - 1)
@@ -467,10 +483,28 @@ class Consumer:
         task.done = True
         from evlog.diag import diag
 
+        if not outcome.started:
+            self.cannot_start = HandlerCannotStart(outcome.error or "cannot start", what)
+            return self.cannot_start
         who = f"hook {self.hook}: " if self.hook else ""
         diag.warning(f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
                      **({"hook": self.hook} if self.hook else {}))
         return None
+
+    def _more_after(self, position: int | None) -> bool:
+        """Whether an event at or after `position` is still to be delivered (as far as the range goes)."""
+        if self.follow:
+            return True
+        r = self.rng
+        reader = self.log.reader()
+        if position is None:
+            chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to, until_us=r.until_us)
+        else:
+            chunks = reader.chunks(start=position, to=r.to, until_us=r.until_us)
+        for chunk in chunks:
+            if chunk and (self.select is None or self._select(self.select, chunk)[0]):
+                return True
+        return False
 
     def _event(self, frame: bytes) -> Any:
         """The record as a dead-letter entry holds it."""

@@ -544,12 +544,13 @@ def test_a_handler_that_cannot_start_on_the_last_event_exits_3(cli: Evlog, tmp_p
 
 
 def test_a_handler_that_cannot_start_stops_concurrent_deliveries_too(cli: Evlog, tmp_path: Path) -> None:
-    """With --concurrency, a handler that cannot start still dead-letters exactly one event before stopping."""
+    """With --concurrency, a handler that cannot start still dead-letters exactly one event before stopping; the
+    checkpoint moves at most past it (events started beside it stay undelivered, so it may stay before them)."""
     cli.batch([{"type": "t", "data": i} for i in range(20)])
     r = replay(cli, [str(tmp_path / "missing")], "--group", "g", "--retries", "0", "--concurrency", "4")
     assert_one_error(r, 1, "missing")
     [entry] = dead_letters(cli)
-    assert position(cli, "g") <= entry["event"]["offset"] + 1
+    assert (position(cli, "g") or 0) <= entry["event"]["offset"] + 1
 
 
 @pytest.mark.parametrize("args", [["replay", "--timeout", "0s", "--", "true"],
