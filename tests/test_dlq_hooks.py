@@ -667,3 +667,63 @@ def test_hooks_add_warns_when_the_command_cannot_run(cli: Evlog, tmp_path: Path,
     assert r.rc == 0
     assert r.err.startswith("evlog: warning:") and command.lstrip("./") in r.err, r.err
     assert "h" in hooks(cli)
+
+
+# -- dlq retry keeps the containment of the run that failed ---------------------------------------
+
+CONTAINED = """\
+    import resource
+    record(DONE, env=dict(os.environ), limit=resource.getrlimit(resource.RLIMIT_AS)[0])
+    if attempt > 1 and os.environ.get("BLOCK"):
+        wait_for(DONE + ".never", 20)
+    """
+
+
+def test_dlq_retry_runs_the_handler_contained_as_the_replay_did(cli: Evlog, tmp_path: Path) -> None:
+    """An entry keeps the replay's --clean-env, --env, --max-memory and --timeout, and `dlq retry` honours them:
+    the handler does not see evlog's other variables, gets --env, its memory cap and the same timeout."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1 if attempt == 1 else 0", before_exit=CONTAINED)
+    env = {**cli.env, "OUTER_SECRET": "s3cret"}
+    r = cli("replay", "--retries", "0", "--clean-env", "--env", "A=1", "--max-memory", "1GiB", "--timeout", "7s",
+            "--", *rec.argv, env=env)
+    assert r.rc == 3, r.err
+    [entry] = dead_letters(cli)
+    assert ENTRY_FIELDS <= set(entry)
+    assert cli("dlq", "retry", "--all", env=env).rc == 0
+    first, retried = rec.done()
+    for call in (first, retried):
+        assert "OUTER_SECRET" not in call["env"] and call["env"]["A"] == "1", call["env"]
+        assert call["limit"] == 1 << 30
+
+
+def test_dlq_retry_uses_the_stored_timeout_unless_given_one(cli: Evlog, tmp_path: Path) -> None:
+    """Without --timeout, `dlq retry` kills a handler at the timeout its replay had (here 1s), not at 30s."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1", before_exit=CONTAINED)
+    assert cli("replay", "--retries", "0", "--timeout", "1s", "--env", "BLOCK=1", "--", *rec.argv).rc == 3
+    r = cli("dlq", "retry", "--all")
+    assert r.rc == 3, r.err
+    [entry] = dead_letters(cli)
+    assert entry["error"] == "timed out after 1s" and entry["attempts"] == 2
+
+
+def test_an_entry_without_containment_runs_as_before(cli: Evlog, tmp_path: Path) -> None:
+    """An entry written without containment options (an older version) is retried with evlog's environment."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1 if attempt == 1 else 0", before_exit=CONTAINED)
+    assert replay(cli, rec.argv, "--retries", "0").rc == 3
+    path = cli.dir / "dead-letter.jsonl"
+    entry = json.loads(path.read_text())
+    entry = {k: v for k, v in entry.items() if k in ENTRY_FIELDS}
+    path.write_text(json.dumps(entry) + "\n")
+    env = {**cli.env, "OUTER_SECRET": "s3cret"}
+    assert cli("dlq", "retry", "--all", env=env).rc == 0
+    assert rec.done()[-1]["env"]["OUTER_SECRET"] == "s3cret"
+
+
+def test_the_dead_letter_file_is_documented_as_trusted_like_hooks_toml(cli: Evlog) -> None:
+    """`dlq --help` and the README say that whoever can write dead-letter.jsonl chooses what `dlq retry` runs."""
+    assert "hooks.toml" in " ".join(cli.ok("dlq", "--help").split())
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "dead-letter.jsonl" in readme and "as trusted as" in readme
