@@ -758,7 +758,9 @@ def run_hooks(
 
 
 dlq_app = typer.Typer(
-    help="The dead-letter file: inspect, retry, purge.\n\nExample: evlog dlq list --type 'order.*'",
+    help="The dead-letter file: inspect, retry, purge.\n\n"
+    "dead-letter.jsonl is as trusted as hooks.toml: each entry names the command that `dlq retry` runs and how,"
+    " so whoever can write the file chooses what runs.\n\nExample: evlog dlq list --type 'order.*'",
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
@@ -839,9 +841,20 @@ def dlq_retry(
     all_: Annotated[bool, typer.Option("--all", help="Retry every entry (that matches --hook/--group).")] = False,
     hook: HookOpt = None,
     group: GroupOpt = None,
-    timeout: TimeoutOpt = "30s",
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="DURATION",
+            help="Kill the handler's process group after this (default: the failed run's, else 30s).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run entries' handlers again; entries that now succeed are removed, the others stay.
+
+    Each runs as its failed run did: its command (or the one after --), with the run's --clean-env, --env,
+    --max-memory and --timeout.
 
     Example: evlog dlq retry --all --hook mailer
     """
@@ -850,7 +863,7 @@ def dlq_retry(
     ids, command = _ids_and_command(args)
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
-    seconds = _duration("--timeout", timeout, positive=True)
+    seconds = None if timeout is None else _duration("--timeout", timeout, positive=True)
     report = consumers.retry(_state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=seconds)
     diag.info(
         f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "

@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -27,8 +27,21 @@ from evlog.units import format_time, now_us
 _encode = msgspec.json.Encoder().encode
 
 
+class Containment(msgspec.Struct):
+    """How the failed run contained its handler (replay --clean-env/--env/--max-memory/--timeout), kept in an
+    entry beside the SPEC's keys so that `dlq retry` runs the handler the same way."""
+
+    clean_env: bool = False
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    max_memory: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
 class Entry(msgspec.Struct):
-    """What an entry must hold to be listed, filtered and retried; other keys are kept as they are."""
+    """What an entry must hold to be listed, filtered and retried; other keys are kept as they are.
+
+    The file is as trusted as hooks.toml: its `command` and `containment` say what `dlq retry` runs.
+    """
 
     dlq_id: int
     event: Record
@@ -40,6 +53,7 @@ class Entry(msgspec.Struct):
     exit_code: int | None = None
     error: str | None = None
     stderr: str = ""
+    containment: Containment | None = None
 
 
 class DeadLetterFull(EvlogError):
@@ -86,7 +100,8 @@ class DeadLetters:
         return out
 
     def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,
-            exit_code: int | None, error: str, stderr: bytes, event: Any) -> int:
+            exit_code: int | None, error: str, stderr: bytes, event: Any,
+            containment: Containment | None = None) -> int:
         """Append one entry durably; returns its dlq_id."""
         with self.locked():
             existing = self.entries()
@@ -98,6 +113,8 @@ class DeadLetters:
                 "command": command, "attempts": attempts, "exit_code": exit_code, "error": error,
                 "stderr": stderr.decode("utf-8", "replace"), "event": event,
             }
+            if containment is not None:
+                entry["containment"] = msgspec.structs.asdict(containment)
             created = not self.path.exists()
             with open(self.path, "ab") as f:
                 f.write(_encode(entry) + b"\n")

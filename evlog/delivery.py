@@ -29,7 +29,7 @@ from typing import Any
 import msgspec
 
 from evlog import runner
-from evlog.deadletter import DeadLetterFull, DeadLetters
+from evlog.deadletter import Containment, DeadLetterFull, DeadLetters
 from evlog.errors import EvlogError, ExitCode, UndecodableRecord
 from evlog.event import block_ok
 from evlog.filters import Filter
@@ -179,6 +179,8 @@ class Consumer:
         self.summary = Summary()
         self.base_env = self._base_env()
         self.cannot_start: HandlerCannotStart | None = None
+        o = options
+        self.containment = Containment(o.clean_env, dict(o.env), o.max_memory, o.timeout)
 
     # -- environment ---------------------------------------------------------------------
 
@@ -475,7 +477,7 @@ class Consumer:
             for frame in task.frames:
                 self.dead.add(group=self.group, hook=self.hook, command=self.opts.command,
                               attempts=result.attempts, exit_code=outcome.exit_code, error=outcome.error or "failed",
-                              stderr=outcome.stderr_tail, event=self._event(frame))
+                              stderr=outcome.stderr_tail, event=self._event(frame), containment=self.containment)
         except (DeadLetterFull, UndecodableRecord) as e:
             self.summary.events -= n
             return e
@@ -565,8 +567,9 @@ class RetryReport:
 
 
 def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], command: list[str] | None,
-                       timeout: float | None = 30.0) -> RetryReport:
-    """Run each chosen entry's handler again (or `command`); drop the entries that now succeed."""
+                       timeout: float | None = None) -> RetryReport:
+    """Run each chosen entry's handler again (or `command`), contained as its failed run was (its timeout
+    unless `timeout` is given; 30s for entries that kept none); drop the entries that now succeed."""
     dead = DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
     report = RetryReport()
     updates: dict[int, dict[str, Any]] = {}
@@ -578,8 +581,10 @@ def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], comma
             raise EvlogError(f"dead letter {entry.get('dlq_id')} has no command; give one after --")
         rec = msgspec.convert(entry["event"], Record)
         attempts = int(entry.get("attempts") or 0) + 1
-        env = event_env(base_env(log.dir, False, entry.get("group"), entry.get("hook")), rec, attempts, {})
-        outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, timeout)
+        c = msgspec.convert(entry.get("containment") or {}, Containment)
+        env = event_env(base_env(log.dir, c.clean_env, entry.get("group"), entry.get("hook")), rec, attempts, c.env)
+        seconds = timeout if timeout is not None else c.timeout if c.timeout is not None else 30.0
+        outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, seconds, c.max_memory)
         if outcome.ok:
             report.succeeded.append(entry["dlq_id"])
         else:

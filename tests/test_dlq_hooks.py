@@ -62,7 +62,7 @@ def set_max_entries(cli: Evlog, n: int) -> None:
 
 def test_a_dead_letter_entry_has_exactly_the_spec_fields(cli: Evlog, tmp_path: Path) -> None:
     """An entry holds dlq_id, failed_at, group, hook, command, attempts, exit_code, error, stderr (tail) and the full
-    event record."""
+    event record, and besides them only the containment its handler ran under."""
     cli.batch([{"type": "order.created", "key": "k1", "subject": "s", "source": "shop", "data": {"n": 1}},
                {"type": "order.created", "key": "k2", "data": None}])
     records = cli.records()
@@ -74,7 +74,8 @@ def test_a_dead_letter_entry_has_exactly_the_spec_fields(cli: Evlog, tmp_path: P
     entries = dead_letters(cli)
     assert len(entries) == 2
     for entry, record in zip(entries, records, strict=True):
-        assert set(entry) == ENTRY_FIELDS
+        assert set(entry) == ENTRY_FIELDS | {"containment"}
+        assert entry["containment"] == {"clean_env": False, "env": {}, "max_memory": None, "timeout": 30.0}
         assert isinstance(entry["dlq_id"], int)
         assert TIME_RE.fullmatch(entry["failed_at"]), entry["failed_at"]
         assert entry["group"] == "g" and entry["hook"] is None
