@@ -54,6 +54,8 @@ _json_encode = msgspec.json.Encoder().encode
 _ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
                      rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
 _STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A number that may not fit a float or msgspec's integers (an exponent of 3 digits, or 309 digits): then decode.
+_BIG_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_OPEN_OR_NL = bytes(b for b in range(256) if b not in b"[{\n")
 _OPEN_AS_BRACE = bytes.maketrans(b"[", b"{")
@@ -103,6 +105,14 @@ def json_problem(text: bytes, max_depth: int = MAX_DEPTH) -> str | None:
             return problem
     if text.count(b"[") + text.count(b"{") > max_depth and depth(text) > max_depth:
         return f"data is nested more than {MAX_DEPTH} levels deep"
+    if _BIG_NUMBER.search(text):
+        try:
+            msgspec.json.decode(text)
+        except msgspec.ValidationError as e:  # "Number out of range", "Integer value out of range"
+            why = str(e).split(" - at ")[0]
+            return f"{why[0].lower()}{why[1:]}: readers could not decode it"
+        except msgspec.DecodeError:
+            pass  # malformed JSON: the caller's decoder says where
     return None
 
 
