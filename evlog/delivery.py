@@ -180,7 +180,7 @@ class Consumer:
         self.base_env = self._base_env()
         self.cannot_start: HandlerCannotStart | None = None
         o = options
-        self.containment = Containment(o.clean_env, dict(o.env), o.max_memory, o.timeout)
+        self.containment = Containment(o.clean_env, dict(o.env), o.max_memory or None, o.timeout)
 
     # -- environment ---------------------------------------------------------------------
 

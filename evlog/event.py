@@ -53,9 +53,10 @@ _json_encode = msgspec.json.Encoder().encode
 # group 1 is set for a surrogate escape that is not half of a high-low pair.
 _ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
                      rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)
+# A JSON string; one left open runs to the end, so that no later quote starts another scan (linear time).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
 # A number that may not fit a float or msgspec's integers (an exponent of 3 digits, or 309 digits): then decode.
-_BIG_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|[0-9]{309}")
+_BIG_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|(?<![0-9])[0-9]{309}")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_OPEN_OR_NL = bytes(b for b in range(256) if b not in b"[{\n")
 _OPEN_AS_BRACE = bytes.maketrans(b"[", b"{")
