@@ -7,8 +7,8 @@ from pathlib import Path
 import msgspec
 
 from evlog.diag import diag
-from evlog.errors import EvlogError, InvalidEvent, UsageError
-from evlog.event import Validator
+from evlog.errors import EvlogError, InvalidEvent, UsageError, quoted
+from evlog.event import MAX_DEPTH, Validator, json_problem, utf8_problem
 from evlog.framing import codec_for
 from evlog.log import Log
 from evlog.settings import Settings
@@ -33,7 +33,7 @@ def _created_like(directory: Path, validator: Validator) -> Log:
 
 
 def payload(fields: list[str], data: str | None) -> msgspec.Raw:
-    """The data of one event as compact JSON, from FIELD items or --data."""
+    """The data of one event as compact JSON, from FIELD items or --data (checked as SPEC 7 asks)."""
     if data is not None and fields:
         raise UsageError("give either FIELD items or --data, not both")
     if data is not None:
@@ -46,13 +46,11 @@ def payload(fields: list[str], data: str | None) -> msgspec.Raw:
                 with open(data[1:], "rb") as f:
                     text = f.read()
             except OSError as e:
-                raise UsageError(f"--data {data}: {e.strerror}") from None
+                raise UsageError(f"--data @{quoted(data[1:])}: {e.strerror}") from None
         else:
+            _check_arg("--data", data)
             text = data.encode()
-        try:
-            return msgspec.Raw(msgspec.json.encode(msgspec.json.decode(text)))
-        except msgspec.DecodeError as e:
-            raise InvalidEvent(f"--data is not valid JSON: {e}") from None
+        return msgspec.Raw(_json("--data", text, MAX_DEPTH))
     if not fields:
         return msgspec.Raw(b"null")
     obj: dict[str, object] = {}
@@ -60,20 +58,39 @@ def payload(fields: list[str], data: str | None) -> msgspec.Raw:
         eq = item.find("=")
         if eq <= 0:
             raise UsageError(f"bad FIELD {item!r}: use name=value or name:=json")
+        _check_arg(f"FIELD {item[:eq].rstrip(':')!r}", item)
         if item[eq - 1] == ":" and eq > 1:
             name = item[:eq - 1]
-            try:
-                obj[name] = msgspec.json.decode(item[eq + 1:])
-            except msgspec.DecodeError as e:
-                raise InvalidEvent(f"FIELD {name}: not valid JSON: {e}") from None
+            obj[name] = msgspec.json.decode(_json(f"FIELD {name}", item[eq + 1:].encode(), MAX_DEPTH - 1))
         else:
             obj[item[:eq]] = item[eq + 1:]
     return msgspec.Raw(msgspec.json.encode(obj))
 
 
+def _check_arg(name: str, value: str | None) -> None:
+    """Event content from the command line must be UTF-8 (invalid input otherwise, exit 4)."""
+    problem = None if value is None else utf8_problem(name, value)
+    if problem:
+        raise InvalidEvent(problem)
+
+
+def _json(name: str, text: bytes, max_depth: int) -> bytes:
+    """`text` as compact JSON, after the checks that keep it decodable (raises InvalidEvent)."""
+    problem = json_problem(text, max_depth)
+    if problem:
+        raise InvalidEvent(f"{name}: {problem}")
+    try:
+        return msgspec.json.encode(msgspec.json.decode(text))
+    except msgspec.DecodeError as e:
+        raise InvalidEvent(f"{name} is not valid JSON: {e}") from None
+
+
 def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
         source: str | None, id_: str | None) -> tuple[Log, int]:
     """Append one event; returns the log and its offset (the earlier one for a known --id)."""
+    for name, value in (("TYPE", type_), ("--key", key), ("--subject", subject), ("--source", source),
+                        ("--id", id_)):
+        _check_arg(name, value)
     validator, log = _validator_for(directory, source)
     item = validator.item(type_, data, key, subject, source, id_)  # before a log is created
     log = log or _created_like(directory, validator)

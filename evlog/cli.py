@@ -212,6 +212,8 @@ def append(
 ) -> None:
     """Append one event, or many with --batch / --stream; prints the offset.
 
+    Text must be UTF-8, and data may nest arrays and objects at most 100 levels deep (invalid input: exit 4).
+
     Example: evlog append order.created sku=A1 count:=3 --key cust-7
 
     Example: jq -c '.[]' orders.json | evlog append --batch
@@ -369,9 +371,24 @@ def tail(
     reading.run(_state(ctx).log(), query, _format(format))
 
 
+def _utf8(what: str, *values: str | None) -> None:
+    """Arguments that are not event content must still be UTF-8 text: a usage error otherwise (exit 2)."""
+    from evlog.event import utf8_problem
+
+    for value in values:
+        problem = None if value is None else utf8_problem(what, value)
+        if problem:
+            raise UsageError(problem)
+
+
 def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.filters.Filter
     from evlog.filters import Filter
 
+    _utf8("--type", *(types or []))
+    _utf8("--key", key)
+    _utf8("--subject", subject)
+    _utf8("--source", source)
+    _utf8("--where", where)
     f = Filter(list(types or []), key, subject, source, where)
     from evlog.framing import CODECS
 
@@ -404,21 +421,26 @@ RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="
 BatchOpt = Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")]
 
 
-def _duration(what: str, text: str) -> float:
+def _duration(what: str, text: str, positive: bool = False) -> float:
     from evlog.units import parse_duration
 
-    return float(_parse(what, parse_duration, text))
+    seconds = float(_parse(what, parse_duration, text))
+    if positive and seconds <= 0:
+        raise UsageError(f"{what}: must be longer than 0, not {text!r}")
+    return seconds
 
 
 def _handler(command: list[str] | None) -> list[str]:
     if not command:
         raise UsageError("give the handler command after --, e.g. `-- ./handle.sh` or `-- sh -c 'cat >> out'`")
+    _utf8("the handler command (kept in hooks.toml and dead-letter entries)", *command)
     return list(command)
 
 
 def _env_pairs(pairs: list[str] | None) -> dict[str, str]:
     env = {}
     for pair in pairs or []:
+        _utf8("--env", pair)
         name, eq, value = pair.partition("=")
         if not eq or not name:
             raise UsageError(f"--env {pair!r}: use NAME=VALUE")
@@ -502,7 +524,7 @@ def replay(
         retries=retries,
         backoff=_duration("--backoff", backoff),
         max_backoff=_duration("--max-backoff", max_backoff),
-        timeout=_duration("--timeout", timeout),
+        timeout=_duration("--timeout", timeout, positive=True),
         batch=batch,
         concurrency=concurrency,
         on_failure=on_failure.value,
@@ -629,7 +651,7 @@ def hooks_add(
 
     check_name(name, "hook")
     argv = _handler(command)
-    _duration("--timeout", timeout)
+    _duration("--timeout", timeout, positive=True)
     _filter(type_, key, subject, source, where)
     consumers.add_hook(
         _state(ctx).log(),
@@ -732,14 +754,16 @@ def run_hooks(
     summaries, errors = consumers.run_hooks(_state(ctx).log(), list(names or []), follow=not once)
     for hook, err in errors:
         diag.error(f"hook {hook}: {err}")
-    if errors:
-        raise typer.Exit(ExitCode.ERROR)
+    if errors:  # the first hook's reason decides, as if it had run alone (a corrupt record: 5)
+        raise typer.Exit(errors[0][1].exit_code if isinstance(errors[0][1], EvlogError) else ExitCode.ERROR)
     if any(s.dead_lettered for s in summaries):
         raise typer.Exit(ExitCode.PARTIAL)
 
 
 dlq_app = typer.Typer(
-    help="The dead-letter file: inspect, retry, purge.\n\nExample: evlog dlq list --type 'order.*'",
+    help="The dead-letter file: inspect, retry, purge.\n\n"
+    "dead-letter.jsonl is as trusted as hooks.toml: each entry names the command that `dlq retry` runs and how,"
+    " so whoever can write the file chooses what runs.\n\nExample: evlog dlq list --type 'order.*'",
     no_args_is_help=True,
 )
 app.add_typer(dlq_app, name="dlq")
@@ -820,9 +844,20 @@ def dlq_retry(
     all_: Annotated[bool, typer.Option("--all", help="Retry every entry (that matches --hook/--group).")] = False,
     hook: HookOpt = None,
     group: GroupOpt = None,
-    timeout: TimeoutOpt = "30s",
+    timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--timeout",
+            metavar="DURATION",
+            help="Kill the handler's process group after this (default: the failed run's, else 30s).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Run entries' handlers again; entries that now succeed are removed, the others stay.
+
+    Each runs as its failed run did: its command (or the one after --), with the run's --clean-env, --env,
+    --max-memory and --timeout.
 
     Example: evlog dlq retry --all --hook mailer
     """
@@ -831,9 +866,8 @@ def dlq_retry(
     ids, command = _ids_and_command(args)
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
-    report = consumers.retry(
-        _state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=_duration("--timeout", timeout)
-    )
+    seconds = None if timeout is None else _duration("--timeout", timeout, positive=True)
+    report = consumers.retry(_state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=seconds)
     diag.info(
         f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
         f"{len(report.failed)} still failing"
@@ -854,7 +888,7 @@ def _ids_and_command(args: list[str] | None) -> tuple[list[int], list[str] | Non
             raw = raw[: -len(after)]
     ids = []
     for a in raw:
-        if not a.isdigit():
+        if not (a.isascii() and a.isdigit()):
             raise UsageError(f"not a DLQ_ID: {a!r}")
         ids.append(int(a))
     return ids, command
@@ -989,6 +1023,9 @@ def serve(
     from evlog import server
     from evlog.stop import Terminated
 
+    _utf8("--host", host)
+    _utf8("--token", token)
+    _utf8("--allow-origin", *(allow_origin or []))
     if token and token_file:
         raise UsageError("give --token or --token-file, not both")
     if (tls_cert is None) != (tls_key is None):
@@ -1033,7 +1070,9 @@ def subscribe(
     """
     from evlog import subscribe as sub
 
-    if from_ is not None and from_ not in ("beginning", "end") and not from_.isdigit():
+    _utf8("URL", url)
+    _utf8("--token", token)
+    if from_ is not None and from_ not in ("beginning", "end") and not (from_.isascii() and from_.isdigit()):
         raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
     secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), _state(ctx).dir)
     code = sub.subscribe(
@@ -1143,7 +1182,9 @@ def _run(args: list[str], debug: bool) -> int:
             import traceback
 
             traceback.print_exc()
-        diag.error(f"{e.strerror or e}" + (f": {e.filename}" if e.filename else ""))
+        from evlog.errors import quoted
+
+        diag.error(f"{e.strerror or e}" + (f": {quoted(e.filename)}" if e.filename else ""))
         return ExitCode.ERROR
     except Exception as e:  # noqa: BLE001 - the last line of defence: one line, no traceback
         if debug:

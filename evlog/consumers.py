@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from typing import Any
 
 import msgspec
 
 from evlog.deadletter import DeadLetters
 from evlog.delivery import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
-from evlog.errors import EvlogError
+from evlog.errors import EvlogError, UsageError, quoted
 from evlog.filters import Filter
 from evlog.groups import Groups, check_name
 from evlog.hooks import Hook, Registry
@@ -36,6 +38,9 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     if groups.get(name) is None:
         raise EvlogError(f"no group named {name!r}")
     if to is not None:
+        end = log.next_offset()
+        if to > end:  # the group would silently skip the events appended up to `to`
+            raise UsageError(f"--to {to} is past the end of the log: the next offset is {end}")
         position = to
     elif to_end:
         position = log.next_offset()
@@ -62,13 +67,33 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
     hooks = registry.load()
     if name in hooks:
         raise EvlogError(f"a hook named {name!r} exists already (remove it first)")
-    hook = Hook(name, command, types, key, subject, source, where, retries, timeout, batch)
+    program = command[0]
+    if "/" in program:  # `run` may start from any directory: keep where ./handle.sh is now
+        program = os.path.abspath(program)
+    problem = _cannot_run(program)
+    if problem:
+        from evlog.diag import diag
+
+        diag.warning(f"hook {name}: {problem}; added anyway", hook=name)
+    hook = Hook(name, [program, *command[1:]], types, key, subject, source, where, retries, timeout, batch)
     _groups(log).set(hook.group, 0 if from_start else log.next_offset())
     hooks[name] = hook
     registry.save(hooks)
 
 
+def _cannot_run(program: str) -> str | None:
+    """Why `program` would not start as a handler (a path, or a name looked up in PATH), or None."""
+    if "/" not in program:
+        return None if shutil.which(program) else f"{program!r} is not found in PATH"
+    if not os.path.isfile(program):
+        return f"{quoted(program)} is not found"
+    if not os.access(program, os.X_OK):
+        return f"{quoted(program)} is not executable"
+    return None
+
+
 def _hook(log: Log, name: str) -> tuple[Registry, dict[str, Hook], Hook]:
+    check_name(name, "hook")
     registry = _registry(log)
     hooks = registry.load()
     if name not in hooks:
@@ -135,6 +160,7 @@ def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
                         group: str | None = None) -> list[dict[str, Any]]:
     from evlog.framing import CODECS
 
+    _check_names(hook, group)
     match = flt.compile(CODECS["jsonl"]) if flt is not None else None
     out = []
     for e in _dead(log).entries():
@@ -148,6 +174,13 @@ def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
     return out
 
 
+def _check_names(hook: str | None, group: str | None) -> None:
+    if hook is not None:
+        check_name(hook, "hook")
+    if group is not None:
+        check_name(group)
+
+
 def dead_letter(log: Log, dlq_id: int) -> dict[str, Any]:
     for e in _dead(log).entries():
         if e.get("dlq_id") == dlq_id:
@@ -157,6 +190,7 @@ def dead_letter(log: Log, dlq_id: int) -> dict[str, Any]:
 
 def retry(log: Log, ids: list[int], *, hook: str | None, group: str | None, command: list[str] | None,
           timeout: float | None) -> RetryReport:
+    _check_names(hook, group)
     wanted = set(ids)
 
     def chosen(e: dict[str, Any]) -> bool:

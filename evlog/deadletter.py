@@ -15,20 +15,50 @@ import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
 from evlog import index as idx
-from evlog.errors import EvlogError
+from evlog.errors import EvlogError, quoted
+from evlog.framing import Record
 from evlog.units import format_time, now_us
 
 _encode = msgspec.json.Encoder().encode
 
 
+class Containment(msgspec.Struct):
+    """How the failed run contained its handler (replay --clean-env/--env/--max-memory/--timeout), kept in an
+    entry beside the SPEC's keys so that `dlq retry` runs the handler the same way."""
+
+    clean_env: bool = False
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    max_memory: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    timeout: Annotated[float, msgspec.Meta(gt=0)] | None = None
+
+
+class Entry(msgspec.Struct):
+    """What an entry must hold to be listed, filtered and retried; other keys are kept as they are.
+
+    The file is as trusted as hooks.toml: its `command` and `containment` say what `dlq retry` runs.
+    """
+
+    dlq_id: int
+    event: Record
+    failed_at: str = ""
+    group: str | None = None
+    hook: str | None = None
+    command: list[str] | None = None
+    attempts: int = 0
+    exit_code: int | None = None
+    error: str | None = None
+    stderr: str = ""
+    containment: Containment | None = None
+
+
 class DeadLetterFull(EvlogError):
     def __init__(self, path: Path, limit: int) -> None:
-        super().__init__(f"the dead-letter file {path} is full ({limit} entries, [dead_letter] max_entries); "
+        super().__init__(f"the dead-letter file {quoted(path)} is full ({limit} entries, [dead_letter] max_entries); "
                          "stopped before the failing event: inspect with `evlog dlq list`, then retry or purge")
 
 
@@ -57,13 +87,21 @@ class DeadLetters:
         for n, line in enumerate(data.split(b"\n"), 1):
             if line.strip():
                 try:
-                    out.append(msgspec.json.decode(line))
-                except msgspec.DecodeError:
-                    raise EvlogError(f"{self.path}: line {n} is not valid JSON") from None
+                    entry = msgspec.json.decode(line)
+                except (msgspec.DecodeError, RecursionError):
+                    raise EvlogError(f"{quoted(self.path)}: line {n} is not valid JSON") from None
+                try:
+                    if not isinstance(entry, dict):
+                        raise msgspec.ValidationError(f"expected an object, not {type(entry).__name__}")
+                    msgspec.convert(entry, Entry)
+                except msgspec.ValidationError as e:
+                    raise EvlogError(f"{quoted(self.path)}: line {n} is not a dead-letter entry ({e})") from None
+                out.append(entry)
         return out
 
     def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,
-            exit_code: int | None, error: str, stderr: bytes, event: Any) -> int:
+            exit_code: int | None, error: str, stderr: bytes, event: Any,
+            containment: Containment | None = None) -> int:
         """Append one entry durably; returns its dlq_id."""
         with self.locked():
             existing = self.entries()
@@ -75,6 +113,8 @@ class DeadLetters:
                 "command": command, "attempts": attempts, "exit_code": exit_code, "error": error,
                 "stderr": stderr.decode("utf-8", "replace"), "event": event,
             }
+            if containment is not None:
+                entry["containment"] = msgspec.structs.asdict(containment)
             created = not self.path.exists()
             with open(self.path, "ab") as f:
                 f.write(_encode(entry) + b"\n")

@@ -29,10 +29,11 @@ from typing import Any
 import msgspec
 
 from evlog import runner
-from evlog.deadletter import DeadLetterFull, DeadLetters
-from evlog.errors import EvlogError
+from evlog.deadletter import Containment, DeadLetterFull, DeadLetters
+from evlog.errors import EvlogError, ExitCode, UndecodableRecord
+from evlog.event import block_ok
 from evlog.filters import Filter
-from evlog.framing import Record
+from evlog.framing import Record, undecodable
 from evlog.groups import Groups
 from evlog.log import Log
 
@@ -113,8 +114,23 @@ def event_env(base: dict[str, str], rec: Record, attempt: int, extra: dict[str, 
     return env
 
 
+# What decoding a record that got past its checksum can raise (see framing.undecodable).
+_UNDECODABLE = (UndecodableRecord, msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
+
+
 class HandlerStopped(EvlogError):
     """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
+
+
+class HandlerCannotStart(EvlogError):
+    """The handler could not be started at all. Its first event fails as any other (SPEC 6: retried, then
+    dead-lettered); then the consumer stops rather than dead-letter the whole backlog for what is a
+    configuration error. Exit 1 when events remain to deliver, else the usual 3 (one was dead-lettered)."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, reason: str, what: str) -> None:
+        super().__init__(f"{reason}; {what} dead-lettered and nothing more run: fix the command, then run again")
 
 
 @dataclass
@@ -131,8 +147,9 @@ class _Task:
 @dataclass
 class _Result:
     task: _Task
-    outcome: runner.Outcome | None   # None when stopped before it finished
+    outcome: runner.Outcome | None   # None when stopped before it finished, or never started
     attempts: int
+    error: EvlogError | None = None  # why the task could not be run at all: it stops the consumer
 
 
 
@@ -161,20 +178,35 @@ class Consumer:
         self.stop = threading.Event()
         self.summary = Summary()
         self.base_env = self._base_env()
+        self.cannot_start: HandlerCannotStart | None = None
+        o = options
+        self.containment = Containment(o.clean_env, dict(o.env), o.max_memory or None, o.timeout)
 
     # -- environment ---------------------------------------------------------------------
 
     def _base_env(self) -> dict[str, str]:
         return base_env(self.log.dir, self.opts.clean_env, self.group, self.hook)
 
-    def _env(self, task: _Task, attempt: int) -> dict[str, str]:
-        if self.opts.batch > 1:
+    def _env(self, task: _Task, rec: Record | None, attempt: int) -> dict[str, str]:
+        if rec is None:
             env = dict(self.base_env)
             env.update(EVLOG_ATTEMPT=str(attempt), EVLOG_FIRST_OFFSET=str(task.first),
                        EVLOG_LAST_OFFSET=str(task.last), EVLOG_COUNT=str(len(task.frames)))
             env.update(self.opts.env)
             return env
-        return event_env(self.base_env, self.log.codec.record(task.frames[0]), attempt, self.opts.env)
+        return event_env(self.base_env, rec, attempt, self.opts.env)
+
+    def _prepare(self, task: _Task) -> tuple[bytes, Record | None]:
+        """The handler's stdin and (one event per call) its record; raises UndecodableRecord naming the
+        first record of the task that cannot be decoded."""
+        codec = self.log.codec
+        stdin = self.as_json(task.frames)  # decodes every record, except in a JSON Lines log
+        if self.opts.batch > 1:
+            if codec.name == "jsonl" and not block_ok(stdin):
+                for frame in task.frames:  # text or nesting worth a closer look: decode each record
+                    codec.record(frame)
+            return stdin, None
+        return stdin, codec.record(task.frames[0])
 
     # -- the source of events --------------------------------------------------------------
 
@@ -204,7 +236,12 @@ class Consumer:
 
             def take(chunk: list[bytes], flush: bool) -> None:
                 nonlocal pending
-                matched = chunk if select is None else select(chunk)
+                error = None
+                if select is None:
+                    matched = chunk
+                else:
+                    matched, chunk, error = self._select(select, chunk)
+                    flush = flush or error is not None  # deliver what comes before the record, then stop at it
                 i = 0
                 while len(pending) + len(matched) - i >= batch:
                     n = batch - len(pending)
@@ -216,8 +253,10 @@ class Consumer:
                 if flush and pending:
                     out.put((pending, offset_of(pending[-1]) + 1))
                     pending = []
-                if not pending:  # events that did not match still move the checkpoint
+                if not pending and chunk:  # events that did not match still move the checkpoint
                     out.put(([], offset_of(chunk[-1]) + 1))
+                if error is not None:
+                    raise error
 
             for chunk in chunks:
                 if self.stop.is_set():
@@ -238,6 +277,22 @@ class Consumer:
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             out.put(("error", e))
 
+    def _select(self, select: Callable[[list[bytes]], list[bytes]],
+                chunk: list[bytes]) -> tuple[list[bytes], list[bytes], UndecodableRecord | None]:
+        """(matching frames, frames looked at, error): the filter applied up to the first record it cannot
+        decode, and the error naming that record's offset."""
+        try:
+            return select(chunk), chunk, None
+        except _UNDECODABLE:
+            pass
+        for i, frame in enumerate(chunk):
+            try:
+                select([frame])
+            except _UNDECODABLE as e:
+                error = e if isinstance(e, UndecodableRecord) else undecodable(self.log.codec, frame, e)
+                return select(chunk[:i]), chunk[:i], error
+        return select(chunk), chunk, None  # pragma: no cover - the whole chunk failed, but no single frame
+
     # -- running -----------------------------------------------------------------------------
 
     def run(self) -> Summary:
@@ -254,6 +309,7 @@ class Consumer:
         saved_position = position
         last_save = time.monotonic()
         feeding = True
+        feed_error: BaseException | None = None
         failure: BaseException | None = None
         opts = self.opts
         workers: list[threading.Thread] = []
@@ -267,15 +323,20 @@ class Consumer:
                     except queue.Empty:
                         break
                     if isinstance(item[0], str):
-                        if item[0] == "error":
-                            raise item[1]
                         feeding = False
+                        if item[0] == "error":  # the events before it still go out; then it stops the run
+                            feed_error = item[1]
+                            break
                         order.append(_Task(item[1] - 1, item[1] - 1, [], frozenset(), done=True, marker=True,
                                            end=item[1]))
                         break
                     frames, end = item
                     if frames:
-                        self._add_task(frames, end, order, waiting)
+                        try:
+                            self._add_task(frames, end, order, waiting)
+                        except UndecodableRecord as e:
+                            feeding, feed_error = False, e
+                            break
                     elif order and order[-1].marker:
                         order[-1].end = end  # runs of skipped events share one marker
                     else:
@@ -328,7 +389,11 @@ class Consumer:
         if interrupted is not None:
             raise interrupted
         if failure is not None:
+            if isinstance(failure, HandlerCannotStart) and self._more_after(position):
+                failure.exit_code = ExitCode.ERROR
             raise failure
+        if feed_error is not None:
+            raise feed_error
         return self.summary
 
     def _add_task(self, frames: list[bytes], end: int, order: deque[_Task], waiting: deque[_Task]) -> None:
@@ -367,29 +432,36 @@ class Consumer:
     def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
         """Worker thread: run the handler with retries; report the last outcome."""
         opts = self.opts
-        stdin = self.as_json(task.frames)
         attempt = 0
         outcome: runner.Outcome | None = None
+        error: EvlogError | None = None
         try:
+            stdin, rec = self._prepare(task)
             while True:
                 attempt += 1
-                outcome = runner.run(opts.command, stdin, self._env(task, attempt), opts.timeout,
+                outcome = runner.run(opts.command, stdin, self._env(task, rec, attempt), opts.timeout,
                                      opts.max_memory, out_fd=self.out_fd, err_fd=self.err_fd)
                 if outcome.ok or outcome.exit_code == runner.EX_DATAERR or attempt > opts.retries:
                     break
-                delay = min(opts.max_backoff, opts.backoff * 2 ** (attempt - 1))
+                delay = min(opts.max_backoff, opts.backoff * 2 ** min(attempt - 1, 64))  # 2**1024: no float
                 delay *= 0.5 + random.random() / 2  # jitter: spread retries of many consumers
                 if self.stop.wait(delay):
                     outcome = None  # stopping: not finished, will be delivered again
                     break
+        except EvlogError as e:  # a record that cannot be decoded: never run, never counted
+            error = e
         finally:
-            done_q.put(_Result(task, outcome, attempt))
+            done_q.put(_Result(task, outcome, attempt, error))
 
     def _finish(self, result: _Result) -> BaseException | None:
         """Account for a finished task; returns an error that must stop the consumer."""
         task, outcome = result.task, result.outcome
+        if result.error is not None:
+            return result.error  # unfinished: the checkpoint stays before it
         if outcome is None:
             return None  # interrupted: stays unfinished, so the checkpoint stays before it
+        if not outcome.started and self.cannot_start is not None:
+            return None  # one dead letter says it already: this one stays unfinished, for the next run
         n = len(task.frames)
         self.summary.events += n
         self.summary.retries += max(0, result.attempts - 1)
@@ -405,18 +477,43 @@ class Consumer:
             for frame in task.frames:
                 self.dead.add(group=self.group, hook=self.hook, command=self.opts.command,
                               attempts=result.attempts, exit_code=outcome.exit_code, error=outcome.error or "failed",
-                              stderr=outcome.stderr_tail, event=msgspec.json.decode(self.log.codec.json(frame)))
-        except DeadLetterFull as e:
+                              stderr=outcome.stderr_tail, event=self._event(frame), containment=self.containment)
+        except (DeadLetterFull, UndecodableRecord) as e:
             self.summary.events -= n
             return e
         self.summary.dead_lettered += n
         task.done = True
         from evlog.diag import diag
 
+        if not outcome.started:
+            self.cannot_start = HandlerCannotStart(outcome.error or "cannot start", what)
+            return self.cannot_start
         who = f"hook {self.hook}: " if self.hook else ""
         diag.warning(f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
                      **({"hook": self.hook} if self.hook else {}))
         return None
+
+    def _more_after(self, position: int | None) -> bool:
+        """Whether an event at or after `position` is still to be delivered (as far as the range goes)."""
+        if self.follow:
+            return True
+        r = self.rng
+        reader = self.log.reader()
+        if position is None:
+            chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to, until_us=r.until_us)
+        else:
+            chunks = reader.chunks(start=position, to=r.to, until_us=r.until_us)
+        for chunk in chunks:
+            if chunk and (self.select is None or self._select(self.select, chunk)[0]):
+                return True
+        return False
+
+    def _event(self, frame: bytes) -> Any:
+        """The record as a dead-letter entry holds it."""
+        try:
+            return msgspec.json.decode(self.log.codec.json(frame))
+        except _UNDECODABLE as e:
+            raise e if isinstance(e, UndecodableRecord) else undecodable(self.log.codec, frame, e) from None
 
     def _drain(self, running: dict[int, _Task], done_q: queue.Queue[_Result]) -> None:
         """After a stop: let running handlers finish (they stop at their timeout) and account for them."""
@@ -470,8 +567,9 @@ class RetryReport:
 
 
 def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], command: list[str] | None,
-                       timeout: float | None = 30.0) -> RetryReport:
-    """Run each chosen entry's handler again (or `command`); drop the entries that now succeed."""
+                       timeout: float | None = None) -> RetryReport:
+    """Run each chosen entry's handler again (or `command`), contained as its failed run was (its timeout
+    unless `timeout` is given; 30s for entries that kept none); drop the entries that now succeed."""
     dead = DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
     report = RetryReport()
     updates: dict[int, dict[str, Any]] = {}
@@ -483,8 +581,10 @@ def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], comma
             raise EvlogError(f"dead letter {entry.get('dlq_id')} has no command; give one after --")
         rec = msgspec.convert(entry["event"], Record)
         attempts = int(entry.get("attempts") or 0) + 1
-        env = event_env(base_env(log.dir, False, entry.get("group"), entry.get("hook")), rec, attempts, {})
-        outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, timeout)
+        c = msgspec.convert(entry.get("containment") or {}, Containment)
+        env = event_env(base_env(log.dir, c.clean_env, entry.get("group"), entry.get("hook")), rec, attempts, c.env)
+        seconds = timeout if timeout is not None else c.timeout if c.timeout is not None else 30.0
+        outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, seconds, c.max_memory)
         if outcome.ok:
             report.succeeded.append(entry["dlq_id"])
         else:

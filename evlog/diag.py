@@ -31,10 +31,14 @@ class Diagnostics:
 
             t = time.time()
             ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1e6):06d}Z"
+            if not msg.isascii():  # a lone surrogate (bytes that were not UTF-8) cannot be encoded as JSON
+                msg = msg.encode("utf-8", "backslashreplace").decode()
             line = msgspec.json.encode({"ts": ts, "level": level, "msg": msg, **fields}).decode()
         else:
             # Text lines are whole sentences; fields are for machines (--log-format json).
             line = ("evlog: " if level == "info" else f"evlog: {level}: ") + msg
+            if "\n" in line or "\r" in line:  # one diagnostic, one line, whatever a message quotes
+                line = line.replace("\r", "\\r").replace("\n", "\\n")
         try:
             sys.stderr.write(line + "\n")
             sys.stderr.flush()

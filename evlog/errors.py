@@ -18,6 +18,7 @@ is the one place that turns them into exit codes and one stderr line.
 from __future__ import annotations
 
 import enum
+import os
 
 
 class ExitCode(enum.IntEnum):
@@ -32,6 +33,15 @@ class ExitCode(enum.IntEnum):
     SIGTERM = 143
 
 
+def quoted(path: object) -> str:
+    """A path as a one-line message shows it: as it is when plain, else quoted like repr(), so that a
+    newline, a quote or a byte that is not UTF-8 shows as an escape and cannot break or fake the line."""
+    text = os.fspath(path) if isinstance(path, (str, os.PathLike)) else path
+    if isinstance(text, str) and text.isprintable() and not any(c in text for c in "'\"\\"):
+        return text
+    return repr(text)
+
+
 class EvlogError(Exception):
     """Base of every error evlog reports on purpose."""
 
@@ -40,13 +50,13 @@ class EvlogError(Exception):
 
 class LogNotFound(EvlogError):
     def __init__(self, path: object) -> None:
-        super().__init__(f"no log at {path} (create one with `evlog init` or `evlog append`)")
+        super().__init__(f"no log at {quoted(path)} (create one with `evlog init` or `evlog append`)")
 
 
 class SettingsError(EvlogError):
     def __init__(self, path: object, key: str, problem: str) -> None:
         self.path, self.key, self.problem = path, key, problem
-        super().__init__(f"{path}: {key}: {problem}")
+        super().__init__(f"{quoted(path)}: {key}: {problem}")
 
 
 class UsageError(EvlogError):

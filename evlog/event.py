@@ -3,11 +3,19 @@
 An accepted event becomes an *item*: the bytes of its frame that follow
 `time`, prefixed with its id when the caller gave one (see Codec.item), ready
 for the writer to give it an offset, a time and, without an id, a UUIDv7.
+
+Input is checked before it is stored (SPEC 7), so that every reader can
+decode every record later: its text must be UTF-8 without lone surrogate
+escapes (`"\\ud800"`), and `data` may nest arrays and objects at most
+MAX_DEPTH levels deep. A whole block of input lines is checked at C speed
+(`block_ok`); only a block that fails that test is checked line by line.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
+from itertools import accumulate
 from typing import Any
 
 import msgspec
@@ -17,6 +25,8 @@ from evlog.framing import Codec, Record
 
 TYPE_MAX = 256
 ID_MAX = 256
+MAX_DEPTH = 100
+"""The most levels of arrays and objects that `data` may nest (SPEC 7: a documented limit)."""
 _TYPE_RE = re.compile(r"[!-)+-=?-~]{1,256}")
 # Bytes of a frame besides the id and the fields after `time`: the offset
 # (20 digits at most), the time, field names and the checksum.
@@ -39,12 +49,92 @@ class EventIn(msgspec.Struct, gc=False):
 decode_event = msgspec.json.Decoder(EventIn).decode
 _json_encode = msgspec.json.Encoder().encode
 
+# An escape sequence, consumed whole from the left so that `\\\\u` (an escaped backslash) is no \\u escape;
+# group 1 is set for a surrogate escape that is not half of a high-low pair.
+_ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+                     rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
+# A JSON string; one left open runs to the end, so that no later quote starts another scan (linear time).
+_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
+# A number that may not fit a float or msgspec's integers (an exponent of 3 digits, or 309 digits): then decode.
+_BIG_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|(?<![0-9])[0-9]{309}")
+_NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
+_NOT_OPEN_OR_NL = bytes(b for b in range(256) if b not in b"[{\n")
+_OPEN_AS_BRACE = bytes.maketrans(b"[", b"{")
+_STEP = [0] * 256
+_STEP[ord("[")] = _STEP[ord("{")] = 1
+_STEP[ord("]")] = _STEP[ord("}")] = -1
+
+
+def block_ok(block: bytes, depth: int = MAX_DEPTH + 1) -> bool:
+    """True when no line of `block` needs a closer look: valid UTF-8 without any \\u escape, and no line
+    with more than `depth` opening brackets (so none nested deeper). Runs at C speed."""
+    if b"\\" in block and b"\\u" in block:
+        return False
+    if not block.isascii():
+        try:
+            codecs.utf_8_decode(block, "strict", False)  # an unfinished character at the end: the next block's
+        except UnicodeDecodeError:
+            return False
+    return b"{" * (depth + 1) not in block.translate(_OPEN_AS_BRACE, _NOT_OPEN_OR_NL)
+
+
+def text_problem(text: bytes) -> str | None:
+    """Why JSON text could not be decoded later: bytes that are not UTF-8, or a lone surrogate escape."""
+    if not text.isascii():
+        try:
+            text.decode()
+        except UnicodeDecodeError as e:
+            return f"not valid UTF-8 (byte {e.start})"
+    if b"\\u" in text:
+        for m in _ESCAPE.finditer(text):
+            if m.group(1):
+                return f"a lone surrogate escape (\\{m.group(1).decode()}) is not valid Unicode"
+    return None
+
+
+def depth(text: bytes) -> int:
+    """How deep arrays and objects nest in JSON text, found without recursion."""
+    brackets = _STRING.sub(b'""', text).translate(None, _NOT_BRACKET)
+    return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
+
+
+def json_problem(text: bytes, max_depth: int = MAX_DEPTH) -> str | None:
+    """Why JSON text (data, or a line holding data one level down) must not be stored, or None."""
+    if not (text.isascii() and b"\\u" not in text):
+        problem = text_problem(text)
+        if problem:
+            return problem
+    if text.count(b"[") + text.count(b"{") > max_depth and depth(text) > max_depth:
+        return f"data is nested more than {MAX_DEPTH} levels deep"
+    if _BIG_NUMBER.search(text):
+        try:
+            msgspec.json.decode(text)
+        except msgspec.ValidationError as e:  # "Number out of range", "Integer value out of range"
+            why = str(e).split(" - at ")[0]
+            return f"{why[0].lower()}{why[1:]}: readers could not decode it"
+        except msgspec.DecodeError:
+            pass  # malformed JSON: the caller's decoder says where
+    return None
+
+
+def utf8_problem(name: str, value: str) -> str | None:
+    """A command-line string holding bytes that are not UTF-8 (Python keeps them as lone surrogates)."""
+    if value.isascii():
+        return None
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return f"{name} is not valid UTF-8"
+    return None
+
 
 def type_problem(type_: object) -> str | None:
     if not isinstance(type_, str):
         return "type must be a string"
     if _TYPE_RE.fullmatch(type_):
         return None
+    if utf8_problem("type", type_):
+        return "type is not valid UTF-8"
     if not type_:
         return "type is empty"
     if len(type_) > TYPE_MAX:
@@ -57,6 +147,8 @@ def type_problem(type_: object) -> str | None:
 def _text_problem(name: str, value: str | None, limit: int | None = None) -> str | None:
     if value is None:
         return None
+    if utf8_problem(name, value):
+        return f"{name} is not valid UTF-8"
     if "\x00" in value:
         return f"{name} contains a NUL character"
     if limit is not None and not 0 < len(value) <= limit:
@@ -68,6 +160,9 @@ class Validator:
     """Turns input events into items for one log, remembering the types it has checked."""
 
     def __init__(self, codec: Codec, max_event_bytes: int, default_source: str) -> None:
+        problem = _text_problem("source", default_source)
+        if problem:
+            raise InvalidEvent(problem)
         self.codec, self.max_event_bytes, self.default_source = codec, max_event_bytes, default_source
         self.known_types: dict[str, bytes] = {}  # valid types, JSON-encoded
         self.rest = codec.rest
@@ -75,7 +170,11 @@ class Validator:
 
     def item(self, type_: str, data_json: bytes | msgspec.Raw, key: str | None, subject: str | None,
              source: str | None, id_: str | None) -> bytes:
-        """Validate one event (raises InvalidEvent) and encode it as an item."""
+        """Validate one event (raises InvalidEvent) and encode it as an item.
+
+        `data_json` is bytes of JSON from a caller (checked here), or msgspec.Raw
+        that `from_line` or `appending.payload` has checked already.
+        """
         if type_ not in self.known_types:
             problem = type_problem(type_)
             if problem:
@@ -90,20 +189,29 @@ class Validator:
                 raise InvalidEvent(problem)
         try:
             if not isinstance(data_json, msgspec.Raw):  # bytes from a caller: one compact line of JSON
+                problem = json_problem(data_json)
+                if problem:
+                    raise InvalidEvent(problem)
                 data_json = _json_encode(msgspec.json.decode(data_json))
             rest = self.rest(type_, source or self.default_source, subject, key, data_json)
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"data is not valid JSON: {e}") from None
+        except OverflowError:  # MessagePack holds integers of at most 64 bits
+            raise InvalidEvent(f"data holds an integer that a {self.codec.name} log cannot store "
+                               "(beyond 64 bits)") from None
+        except UnicodeEncodeError:  # a caller's string with lone surrogates
+            raise InvalidEvent("the event holds text that is not valid UTF-8") from None
         size = len(rest) + _FRAME_OVERHEAD + (36 if id_ is None else len(id_))
         if size > self.max_event_bytes:
             raise InvalidEvent(f"event is {size} bytes, over max_event_bytes ({self.max_event_bytes})")
         return rest if id_ is None else self.item_of(id_, rest)
 
-    def from_lines(self, lines: list[bytes]) -> list[bytes]:
+    def from_lines(self, lines: list[bytes], checked: bool = False) -> list[bytes]:
         """Items of many lines; raises at the first bad line (callers retry line by line for details).
 
         The common case (a known type, no id, no NUL) is encoded inline for JSON
-        Lines logs; every other line takes `from_line`.
+        Lines logs; every other line takes `from_line`. `checked` says that the
+        lines passed `block_ok` together; otherwise each line is tested alone.
         """
         if self.codec.name != "jsonl":
             return [self.from_line(line) for line in lines]
@@ -112,9 +220,14 @@ class Validator:
         encode = _json_encode
         default_source = encode(self.default_source)
         limit = self.max_event_bytes - _FRAME_OVERHEAD - 36
+        deep = MAX_DEPTH + 1
         out: list[bytes] = []
         add = out.append
         for line in lines:
+            if not checked and not (line.isascii() and b"\\u" not in line
+                                    and line.count(b"[") + line.count(b"{") <= deep):
+                add(self.from_line(line))
+                continue
             ev = decode(line)
             t = known.get(ev.type)
             key, subject, source = ev.key, ev.subject, ev.source
@@ -134,6 +247,9 @@ class Validator:
 
     def from_line(self, line: bytes) -> bytes:
         """One input line (a JSON object) -> an item; raises InvalidEvent with the reason."""
+        problem = json_problem(line, MAX_DEPTH + 1)
+        if problem:
+            raise InvalidEvent(problem)
         try:
             ev = decode_event(line)
         except msgspec.ValidationError as e:

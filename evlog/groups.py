@@ -13,18 +13,19 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
 
 from evlog import index as idx
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import EvlogError, UsageError, quoted
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HOOK_PREFIX = "hook."
 
 
 class Checkpoint(msgspec.Struct):
-    position: int
+    position: Annotated[int, msgspec.Meta(ge=0)]
 
 
 def check_name(name: str, what: str = "group") -> str:
@@ -33,13 +34,22 @@ def check_name(name: str, what: str = "group") -> str:
     return name
 
 
+def check_checkpoint_name(name: str) -> str:
+    """A group name, or `hook.NAME` for a hook's checkpoint: nothing else can become a path."""
+    if name.startswith(HOOK_PREFIX):
+        check_name(name[len(HOOK_PREFIX):], "hook")
+        return name
+    return check_name(name)
+
+
 class Groups:
     def __init__(self, log_dir: Path, fsync: bool = True) -> None:
         self.dir = log_dir / "groups"
         self.fsync = fsync
 
     def path(self, name: str) -> Path:
-        return self.dir / f"{name}.json"
+        """The checkpoint file of a group; a name that is not one (`../x`, `/abs`) is a UsageError."""
+        return self.dir / f"{check_checkpoint_name(name)}.json"
 
     def get(self, name: str) -> int | None:
         try:
@@ -49,7 +59,7 @@ class Groups:
         try:
             return msgspec.json.decode(data, type=Checkpoint).position
         except msgspec.MsgspecError as e:
-            raise EvlogError(f"{self.path(name)}: unreadable checkpoint ({e})") from None
+            raise EvlogError(f"{quoted(self.path(name))}: unreadable checkpoint ({e})") from None
 
     def set(self, name: str, position: int) -> None:
         self.dir.mkdir(exist_ok=True)
@@ -69,4 +79,9 @@ class Groups:
             entries = os.listdir(self.dir)
         except FileNotFoundError:
             return []
-        return sorted(n[:-5] for n in entries if n.endswith(".json") and not n.startswith("."))
+        return sorted(n[:-5] for n in entries if n.endswith(".json") and _valid(n[:-5]))
+
+
+def _valid(name: str) -> bool:
+    """Whether a file name (without .json) is a checkpoint's: other files in groups/ are not groups."""
+    return bool(NAME_RE.fullmatch(name[len(HOOK_PREFIX):] if name.startswith(HOOK_PREFIX) else name))

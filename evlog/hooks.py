@@ -22,7 +22,7 @@ from typing import Any
 import msgspec
 
 from evlog import index as idx
-from evlog.errors import EvlogError, UsageError
+from evlog.errors import EvlogError, UsageError, quoted
 from evlog.filters import Filter
 from evlog.groups import check_name
 from evlog.units import parse_duration
@@ -69,17 +69,21 @@ class Registry:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
+        except UnicodeDecodeError as e:
+            raise EvlogError(f"{quoted(self.path)}: not valid UTF-8 (byte {e.start})") from None
         try:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
-            raise EvlogError(f"{self.path}: {e}") from None
+            raise EvlogError(f"{quoted(self.path)}: {e}") from None
+        except RecursionError:
+            raise EvlogError(f"{quoted(self.path)}: nested too deeply") from None
         tables = doc.get("hooks", {})
         if not isinstance(tables, dict) or set(doc) - {"hooks"}:
-            raise EvlogError(f"{self.path}: expected only [hooks.NAME] tables")
+            raise EvlogError(f"{quoted(self.path)}: expected only [hooks.NAME] tables")
         hooks = {}
         lines = text.splitlines()
         for name, table in tables.items():
-            where = f"{self.path}: line {_line_of(lines, name)}: hook {name!r}"
+            where = f"{quoted(self.path)}: line {_line_of(lines, name)}: hook {name!r}"
             if not isinstance(table, dict):
                 raise EvlogError(f"{where}: must be a table")
             unknown = set(table) - set(_FIELDS)
@@ -88,15 +92,18 @@ class Registry:
             try:
                 hook = msgspec.convert({"name": name, **table}, Hook)
                 check_name(name, "hook")
-                parse_duration(hook.timeout)
             except msgspec.ValidationError as e:
                 field = str(e).rpartition("$.")[2].rstrip("`") if "$." in str(e) else ""
+                field = field.partition("[")[0]
                 line = _line_of(lines, name, field) if field else _line_of(lines, name)
-                raise EvlogError(f"{self.path}: line {line}: hook {name!r}: {e}") from None
-            except (UsageError, ValueError) as e:
+                raise EvlogError(f"{quoted(self.path)}: line {line}: hook {name!r}: {e}") from None
+            except UsageError as e:
                 raise EvlogError(f"{where}: {e}") from None
-            if not hook.command:
-                raise EvlogError(f"{where}: command must not be empty")
+            bad = _problem(hook)
+            if bad is not None:
+                key, problem = bad
+                raise EvlogError(f"{quoted(self.path)}: line {_line_of(lines, name, key)}: hook {name!r}: "
+                                 f"{key}: {problem}")
             hooks[name] = hook
         return hooks
 
@@ -110,6 +117,31 @@ class Registry:
                     continue
                 parts.append(f"{field} = {_toml(value)}\n")
         idx.write_atomic(self.path, "".join(parts).encode(), self.fsync)
+
+
+def _problem(hook: Hook) -> tuple[str, str] | None:
+    """(key, problem) for the first setting of a well-typed hook that cannot work, or None."""
+    if not hook.command:
+        return "command", "must not be empty"
+    if not all(hook.command):
+        return "command", "must not hold an empty string"
+    if hook.retries < 0:
+        return "retries", f"must be 0 or more, not {hook.retries}"
+    if hook.batch < 1:
+        return "batch", f"must be 1 or more, not {hook.batch}"
+    try:
+        if parse_duration(hook.timeout) <= 0:
+            return "timeout", f"must be longer than 0, not {hook.timeout!r}"
+    except ValueError as e:
+        return "timeout", str(e)
+    from evlog.framing import CODECS
+
+    for key, flt in (("types", Filter(list(hook.types))), ("where", Filter(where=hook.where))):
+        try:
+            flt.compile(CODECS["jsonl"])
+        except UsageError as e:
+            return key, str(e)
+    return None
 
 
 def _line_of(lines: list[str], hook: str, key: str = "") -> int:

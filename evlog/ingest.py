@@ -18,7 +18,7 @@ from typing import IO
 import msgspec
 
 from evlog.errors import InvalidEvent, InvalidLine
-from evlog.event import Validator
+from evlog.event import Validator, block_ok
 from evlog.framing import Codec
 
 READ_SIZE = 1 << 20
@@ -85,20 +85,30 @@ class Spool:
             self.file.close()
 
 
-def lines(fd: int) -> Iterator[list[bytes]]:
-    """Complete input lines, in the groups that arrived together (a final unterminated line included)."""
+def blocks(fd: int) -> Iterator[tuple[bytes, list[bytes]]]:
+    """(bytes read, the complete lines in them): input in the groups that arrived together.
+
+    The bytes may end with the start of a line that the next group completes;
+    a final unterminated line is a group of its own.
+    """
     carry = b""
     while True:
         block = os.read(fd, READ_SIZE)
         if not block:
             if carry:
-                yield [carry]
+                yield carry, [carry]
             return
         data = carry + block if carry else block
         parts = data.split(b"\n")
         carry = parts.pop()
         if parts:
-            yield parts
+            yield data, parts
+
+
+def lines(fd: int) -> Iterator[list[bytes]]:
+    """Complete input lines, in the groups that arrived together (a final unterminated line included)."""
+    for _, parts in blocks(fd):
+        yield parts
 
 
 def read_batch(fd: int, validator: Validator, spool: Spool) -> Spool:
@@ -107,10 +117,10 @@ def read_batch(fd: int, validator: Validator, spool: Spool) -> Spool:
     first_bad: tuple[int, str] | None = None
     others = 0
     from_line = validator.from_line
-    for group in lines(fd):
+    for data, group in blocks(fd):
         if first_bad is None:
             try:
-                spool.extend(validator.from_lines(group))
+                spool.extend(validator.from_lines(group, block_ok(data)))
                 number += len(group)
                 continue
             except (InvalidEvent, msgspec.MsgspecError):

@@ -37,6 +37,7 @@ class Outcome:
     error: str | None              # None on success; "exit status 2", "timed out after 30s", ...
     stderr_tail: bytes
     seconds: float
+    started: bool = True           # False when the command could not be started at all (not found, ...)
 
     @property
     def ok(self) -> bool:
@@ -77,9 +78,9 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
         )
     except OSError as e:
         reason = e.strerror or str(e)
-        return Outcome(None, f"cannot start {argv[0]!r}: {reason}", b"", 0.0)
+        return Outcome(None, f"cannot start {argv[0]!r}: {reason}", b"", 0.0, started=False)
     except subprocess.SubprocessError as e:
-        return Outcome(None, f"cannot start {argv[0]!r}: {e}", b"", 0.0)
+        return Outcome(None, f"cannot start {argv[0]!r}: {e}", b"", 0.0, started=False)
     tail = bytearray()
     timed_out = False
     deadline = None if timeout is None else started + timeout

@@ -78,6 +78,10 @@ def load(path: Path) -> Settings:
             doc = tomllib.load(f)
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(path, "(file)", f"not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise SettingsError(path, "(file)", f"not valid UTF-8 (byte {e.start})") from None
+    except RecursionError:
+        raise SettingsError(path, "(file)", "not valid TOML: nested too deeply") from None
     except OSError as e:
         raise SettingsError(path, "(file)", f"cannot read: {e.strerror}") from None
     return from_dict(doc, path)

@@ -22,21 +22,33 @@ _DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
+MAX_SIZE = 2**63 - 1                        # bytes: what a signed 64-bit file offset can say
+MAX_DURATION_US = 36_500 * 86_400_000_000  # 100 years: a longer wait cannot be slept (threading.TIMEOUT_MAX)
+MIN_TIME_US = -62_135_596_800_000_000      # 0001-01-01T00:00:00Z
+MAX_TIME_US = 253_402_300_799_999_999      # 9999-12-31T23:59:59.999999Z
+
+
 def parse_size(text: str) -> int:
-    """`64MiB`, `512KiB`, `1KiB`, `4096` -> bytes; ValueError otherwise."""
+    """`64MiB`, `512KiB`, `1KiB`, `4096` -> bytes; ValueError otherwise (also past MAX_SIZE)."""
     m = _SIZE_RE.fullmatch(text)
     unit = m.group(2).lower() if m else None
     if m is None or unit not in _SIZE_UNITS:
         raise ValueError(f"not a size: {text!r} (use e.g. 4096, 512KiB, 64MiB)")
-    return int(m.group(1)) * _SIZE_UNITS[unit]
+    digits = m.group(1)
+    if len(digits) > 20 or int(digits) * _SIZE_UNITS[unit] > MAX_SIZE:
+        raise ValueError(f"size too large: {text!r} (at most {MAX_SIZE} bytes)")
+    return int(digits) * _SIZE_UNITS[unit]
 
 
 def parse_duration_us(text: str) -> int:
-    """`250ms`, `90s`, `15m`, `2h`, `7d` -> microseconds; ValueError otherwise."""
+    """`250ms`, `90s`, `15m`, `2h`, `7d` -> microseconds; ValueError otherwise (also past MAX_DURATION_US)."""
     m = _DURATION_RE.fullmatch(text)
     if m is None:
         raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h or d, e.g. 90s)")
-    return round(float(m.group(1)) * _DURATION_UNITS_US[m.group(2)])
+    us = float(m.group(1)) * _DURATION_UNITS_US[m.group(2)]  # inf for hundreds of digits: refused below
+    if not us <= MAX_DURATION_US:
+        raise ValueError(f"duration too long: {text!r} (at most 36500d, 100 years)")
+    return round(us)
 
 
 def format_duration_us(us: int) -> str:
@@ -58,10 +70,14 @@ def now_us() -> int:
 
 
 def parse_time_us(text: str, now: int | None = None) -> int:
-    """RFC 3339, a date (midnight UTC) or a duration before now -> microseconds."""
+    """RFC 3339, a date (midnight UTC) or a duration before now -> microseconds; ValueError otherwise,
+    also for a time outside the years 1 to 9999."""
     text = text.strip()
     if _DURATION_RE.fullmatch(text):
-        return (now_us() if now is None else now) - parse_duration_us(text)
+        t = (now_us() if now is None else now) - parse_duration_us(text)
+        if t < MIN_TIME_US:
+            raise ValueError(f"{text!r} ago is before the year 1")
+        return t
     if _DATE_RE.fullmatch(text):
         try:
             day = datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC)
@@ -81,8 +97,14 @@ def parse_time_us(text: str, now: int | None = None) -> int:
 
 
 def _to_us(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    try:
+        delta = moment - _EPOCH
+    except OverflowError:  # 0001-01-01T00:00:00+01:00 is in the year 0
+        raise ValueError(f"not a time in the years 1 to 9999: {moment.isoformat()}") from None
+    us = (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    if not MIN_TIME_US <= us <= MAX_TIME_US:
+        raise ValueError(f"not a time in the years 1 to 9999: {moment.isoformat()}")
+    return us
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -91,7 +113,9 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def format_time(us: int) -> str:
     """Microseconds since the epoch -> `YYYY-MM-DDTHH:MM:SS.ffffffZ`."""
     secs, micros = divmod(us, 1_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{micros:06d}Z"
+    t = time.gmtime(secs)  # %Y would not pad years before 1000, and these strings are compared as text
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            f".{micros:06d}Z")
 
 
 def time_to_us(text: str) -> int:

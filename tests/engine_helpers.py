@@ -93,3 +93,17 @@ def split_at(codec, data: bytes, pos: int, final: bool):
         out.append((pos, frame))
         pos += len(codec.stored(frame))
     return out, used, bad
+
+
+def append_undecodable(directory: Path) -> int:
+    """Append, past every check, a record whose checksum holds but whose data is not UTF-8 (as older versions
+    of evlog let in); returns its offset."""
+    log = Log.open(directory)
+    if log.codec.name == "jsonl":
+        rest = b'"type":"bad","source":"old","subject":null,"key":"k","data":"\xff"'
+    else:
+        rest = msgspec.msgpack.encode(("bad", "old", None, "k"))[1:] + b"\xa1\xff"  # fixarray header dropped
+    with log.writer() as w:
+        result = w.append([rest])
+    assert result.first is not None
+    return result.first

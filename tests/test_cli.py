@@ -758,3 +758,201 @@ def test_version_and_help(cli: Evlog) -> None:
     for command in ("init", "append", "read", "tail", "info", "verify"):
         r = cli(command, "--help")
         assert r.rc == 0 and command in r.out.lower(), (command, r)
+
+
+# -- input that would break readers later ----------------------------------------------------
+
+BAD_UTF8 = "\udcff"  # byte 0xff as Python hands it over in argv (surrogate escape)
+
+
+@pytest.mark.parametrize("args", [
+    ["t", f"name={BAD_UTF8}"],
+    ["t", f"n:=\"{BAD_UTF8}\""],
+    ["t", "--data", f"\"{BAD_UTF8}\""],
+    ["t", "--key", BAD_UTF8],
+    ["t", "--subject", BAD_UTF8],
+    ["t", "--source", BAD_UTF8],
+    ["t", "--id", BAD_UTF8],
+    [f"t{BAD_UTF8}"],
+], ids=["field", "field-json", "data", "key", "subject", "source", "id", "type"])
+def test_append_arguments_with_invalid_utf8_exit_4_and_write_nothing(cli: Evlog, args: list[str]) -> None:
+    """Event content given as command-line bytes that are not UTF-8 is invalid input (exit 4), not an internal error."""
+    cli.ok("init")
+    r = cli("append", *args)
+    assert_one_error(r, 4, "UTF-8")
+    assert cli.records() == []
+
+
+@pytest.mark.parametrize("how", ["file", "stdin"])
+def test_append_data_file_or_stdin_with_invalid_utf8_exits_4(cli: Evlog, tmp_path: Path, how: str) -> None:
+    """`--data @FILE` and `--data -` holding bytes that are not UTF-8 are invalid input (exit 4)."""
+    raw = b'{"s":"\xff"}'
+    (tmp_path / "d.json").write_bytes(raw)
+    r = cli("append", "t", "--data", "@d.json") if how == "file" else cli("append", "t", "--data", "-", input=raw)
+    assert_one_error(r, 4)
+    assert not cli.dir.exists() or cli.records() == []
+
+
+@pytest.mark.parametrize("line", [
+    b'{"type":"t","data":"\xff"}',
+    b'{"type":"t","data":{"k\xc3":1}}',
+    b'{"type":"t","data":"\xed\xa0\x80"}',   # an encoded surrogate is not UTF-8 either
+    b'{"type":"t","data":"\\ud800"}',
+    b'{"type":"t","data":["\\udc00x"]}',
+    b'{"type":"t","key":"\\ud800"}',
+], ids=["byte-ff", "truncated", "encoded-surrogate", "lone-high", "lone-low", "key-surrogate"])
+def test_batch_with_invalid_utf8_or_a_lone_surrogate_exits_4_and_appends_nothing(cli: Evlog, line: bytes) -> None:
+    """`append --batch` rejects a line whose strings are not valid Unicode, naming the line; nothing is appended."""
+    good = b'{"type":"ok","data":"caf\xc3\xa9 \\u00e9 \\ud83d\\ude00"}\n'
+    r = cli("append", "--batch", input=good + line + b"\n" + good)
+    assert_one_error(r, 4, "line 2:")
+    assert not cli.dir.exists() or cli.records() == []
+
+
+def test_batch_with_valid_unicode_is_accepted(cli: Evlog) -> None:
+    """Non-ASCII UTF-8 and escaped surrogate pairs are valid data and read back as given."""
+    good = '{"type":"ok","data":"café \\u00e9 \\ud83d\\ude00 \\\\ud800"}\n'
+    cli.batch(good * 3)
+    assert [r["data"] for r in cli.records()] == ["café é 😀 \\ud800"] * 3
+
+
+def test_stream_skips_a_line_with_invalid_utf8_and_exits_3(cli: Evlog) -> None:
+    """`append --stream` reports a line that is not valid Unicode with its number, skips it and exits 3."""
+    text = (b'{"type":"ok","data":1}\n{"type":"t","data":"\xff"}\n{"type":"t","data":"\\ud800"}\n'
+            b'{"type":"ok","data":2}\n')
+    r = cli("append", "--stream", input=text)
+    assert r.rc == 3, r
+    assert "line 2" in r.err and "line 3" in r.err
+    assert [x["data"] for x in cli.records()] == [1, 2]
+
+
+def nested(levels: int, leaf: str = "1") -> str:
+    """JSON with `levels` arrays and objects nested in each other."""
+    return '{"a":' * (levels // 2) + "[" * (levels - levels // 2) + leaf + "]" * (levels - levels // 2) \
+        + "}" * (levels // 2)
+
+
+def test_data_may_nest_100_levels_and_no_more(cli: Evlog) -> None:
+    """`data` nested MAX_DEPTH (100) levels is accepted; one level more is invalid input (exit 4)."""
+    assert cli.ok("append", "t", "--data", nested(100)).strip() == "0"
+    assert_one_error(cli("append", "t", "--data", nested(101)), 4, "100 levels")
+    assert cli.ok("append", "t", "f:=" + nested(99)).strip() == "1"
+    assert_one_error(cli("append", "t", "f:=" + nested(100)), 4, "100 levels")
+    assert [json.dumps(r["data"], separators=(",", ":")) for r in cli.records()] == \
+        [nested(100), '{"f":' + nested(99) + "}"]
+    assert cli.ok("append", "t").strip() == "2"  # appending goes on
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "msgpack"])
+def test_batch_rejects_data_nested_too_deeply_even_100000_levels(cli: Evlog, fmt: str) -> None:
+    """A `--batch` line nested past the limit, however deep, is invalid input naming the line (exit 4)."""
+    cli.ok("init", "--format", fmt)
+    for levels in (101, 100_000):
+        text = '{"type":"ok"}\n' + f'{{"type":"t","data":{nested(levels)}}}\n'
+        assert_one_error(cli("append", "--batch", input=text), 4, "line 2:", "100 levels")
+    cli.batch(f'{{"type":"t","data":{nested(100)}}}\n')
+    assert len(cli.records()) == 1
+
+
+def test_data_nested_100000_levels_is_invalid_input_not_an_internal_error(cli: Evlog, tmp_path: Path) -> None:
+    """`--data` nested 100,000 levels deep (in a file or stdin; 25,000 as an argument, which the
+    system caps at 128 KiB) exits 4 and writes nothing."""
+    deep = nested(100_000)
+    (tmp_path / "deep.json").write_text(deep)
+    assert_one_error(cli("append", "t", "--data", nested(25_000)), 4, "100 levels")
+    assert_one_error(cli("append", "t", "--data", "@deep.json"), 4, "100 levels")
+    assert_one_error(cli("append", "t", "--data", "-", input=deep), 4, "100 levels")
+    assert not cli.dir.exists()
+
+
+def test_stream_skips_a_line_nested_too_deeply_and_keeps_the_rest_of_its_group(cli: Evlog) -> None:
+    """A `--stream` line nested past the limit is skipped with its line number; the lines with it are appended."""
+    text = f'{{"type":"t","data":1}}\n{{"type":"t","data":{nested(100_000)}}}\n{{"type":"t","data":2}}\n'
+    r = cli("append", "--stream", input=text)
+    assert r.rc == 3, r
+    assert "line 2" in r.err and "100 levels" in r.err
+    assert [x["data"] for x in cli.records()] == [1, 2]
+
+
+def test_the_depth_limit_is_documented(cli: Evlog) -> None:
+    """The nesting limit is stated in `append --help` and in the README's section on appending."""
+    assert "100 levels" in " ".join(cli.ok("append", "--help").split())
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert "100 levels" in readme
+
+
+# -- bad input is a usage error or invalid input, never an internal error -------------------
+
+HUGE = "9" * 400
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "--key", BAD_UTF8],
+    ["read", "--subject", BAD_UTF8],
+    ["read", "--source", BAD_UTF8],
+    ["read", "--type", f"a.{BAD_UTF8}"],
+    ["read", "--where", f"key == '{BAD_UTF8}'"],
+    ["tail", "--key", BAD_UTF8],
+    ["replay", "--group", BAD_UTF8, "--", "true"],
+    ["replay", "--env", f"A={BAD_UTF8}", "--", "true"],
+    ["replay", "--", f"/bin/{BAD_UTF8}"],
+    ["hooks", "add", "h", "--", f"/bin/{BAD_UTF8}"],
+    ["dlq", "list", "--key", BAD_UTF8],
+], ids=lambda a: "-".join(x for x in a if x.startswith("-") and x != "--") or a[0])
+def test_non_content_arguments_with_invalid_utf8_are_usage_errors(cli: Evlog, args: list[str]) -> None:
+    """A filter or an option that is not event content, given bytes that are not UTF-8, is a usage error (exit 2)."""
+    cli.ok("append", "t")
+    assert_one_error(cli(*args), 2)
+
+
+@pytest.mark.parametrize("args", [
+    ["read", "--since", "99999999999999999d"],
+    ["read", "--until", "99999999999999999d"],
+    ["read", "--since", f"{HUGE}s"],
+    ["read", "--since", f"{HUGE}.5ms"],
+    ["read", "--since", "0001-01-01T00:00:00+01:00"],
+    ["dlq", "purge", "--before", "99999999999999999d"],
+    ["groups", "reset", "g", "--to-time", "99999999999999999d"],
+    ["replay", "--timeout", f"{HUGE}s", "--", "true"],
+    ["replay", "--backoff", f"{HUGE}ms", "--", "true"],
+    ["replay", "--max-memory", f"{HUGE}KiB", "--", "true"],
+    ["compact", "--max-age", f"{HUGE}d"],
+    ["compact", "--max-bytes", HUGE],
+    ["init", "--segment-bytes", f"{HUGE}MiB"],
+    ["hooks", "add", "h", "--timeout", f"{HUGE}s", "--", "true"],
+], ids=lambda a: f"{a[0]}{a[1] if a[1].startswith('-') else ' ' + a[3]}")
+def test_huge_durations_times_and_sizes_are_usage_errors(cli: Evlog, args: list[str]) -> None:
+    """A duration, time or size too large to mean anything is a usage error (exit 2) with a clear message."""
+    if args[0] != "init":
+        cli.ok("append", "t")
+        (cli.dir / "groups").mkdir(exist_ok=True)
+        (cli.dir / "groups" / "g.json").write_text('{"position":0}\n')
+    line = assert_one_error(cli(*args), 2)
+    assert "internal error" not in line
+
+
+def test_an_integer_beyond_64_bits_is_invalid_input_in_a_messagepack_log(cli: Evlog) -> None:
+    """A MessagePack log cannot hold integers beyond 64 bits: append and --batch exit 4 and write nothing."""
+    cli.ok("init", "--format", "msgpack")
+    assert_one_error(cli("append", "t", f"n:={2**64}"), 4, "64 bits")
+    assert_one_error(cli("append", "t", "--data", f"[{-2**63 - 1}]"), 4, "64 bits")
+    assert_one_error(cli("append", "--batch", input=f'{{"type":"t"}}\n{{"type":"t","data":{2**70}}}\n'), 4, "line 2:")
+    cli.ok("append", "t", f"n:={2**64 - 1}", f"m:={-2**63}")
+    assert [r["data"] for r in cli.records()] == [{"n": 2**64 - 1, "m": -2**63}]
+
+
+def test_a_dir_with_a_newline_gives_one_error_line(cli: Evlog, tmp_path: Path) -> None:
+    """A path holding a newline shows quoted in an error, which stays one line."""
+    r = cli("-d", str(tmp_path / "a\nb"), "read")
+    line = assert_one_error(r, 1, "no log at")
+    assert "a\\nb" in line
+
+
+@pytest.mark.parametrize("extra", [b"\xff = 1\n", b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n"],
+                         ids=["not-utf8", "deep"])
+def test_settings_that_are_not_utf8_or_too_deep_are_an_error_naming_the_file(cli: Evlog, extra: bytes) -> None:
+    """An evlog.toml that is not UTF-8, or nests beyond what a parser can follow, is an error naming it (exit 1)."""
+    cli.ok("init")
+    with open(cli.dir / "evlog.toml", "ab") as f:
+        f.write(extra)
+    assert_one_error(cli("read"), 1, "evlog.toml")

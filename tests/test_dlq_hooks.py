@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import Evlog, Result, Spawner, wait_until
+from conftest import Evlog, Result, Spawner, assert_one_error, wait_until
+from engine_helpers import append_undecodable
 from handler_helpers import Recorder, python_script
 
 ENTRY_FIELDS = {"dlq_id", "failed_at", "group", "hook", "command", "attempts", "exit_code", "error", "stderr",
@@ -61,7 +62,7 @@ def set_max_entries(cli: Evlog, n: int) -> None:
 
 def test_a_dead_letter_entry_has_exactly_the_spec_fields(cli: Evlog, tmp_path: Path) -> None:
     """An entry holds dlq_id, failed_at, group, hook, command, attempts, exit_code, error, stderr (tail) and the full
-    event record."""
+    event record, and besides them only the containment its handler ran under."""
     cli.batch([{"type": "order.created", "key": "k1", "subject": "s", "source": "shop", "data": {"n": 1}},
                {"type": "order.created", "key": "k2", "data": None}])
     records = cli.records()
@@ -73,7 +74,8 @@ def test_a_dead_letter_entry_has_exactly_the_spec_fields(cli: Evlog, tmp_path: P
     entries = dead_letters(cli)
     assert len(entries) == 2
     for entry, record in zip(entries, records, strict=True):
-        assert set(entry) == ENTRY_FIELDS
+        assert set(entry) == ENTRY_FIELDS | {"containment"}
+        assert entry["containment"] == {"clean_env": False, "env": {}, "max_memory": None, "timeout": 30.0}
         assert isinstance(entry["dlq_id"], int)
         assert TIME_RE.fullmatch(entry["failed_at"]), entry["failed_at"]
         assert entry["group"] == "g" and entry["hook"] is None
@@ -517,3 +519,212 @@ def test_a_hook_script_sees_its_event(cli: Evlog, tmp_path: Path) -> None:
     env = seen["env"]
     assert (env["EVLOG_OFFSET"], env["EVLOG_TYPE"], env["EVLOG_KEY"], env["EVLOG_ATTEMPT"]) == \
         ("0", "user.created", "u1", "1")
+
+
+def test_run_stops_a_hook_at_a_record_it_cannot_decode(cli: Evlog, tmp_path: Path) -> None:
+    """`run --once` stops a hook at a record that cannot be decoded: exit 5, one line naming the hook and the
+    offset, the events before it delivered, its checkpoint right before it."""
+    cli.batch([{"type": "t", "data": i} for i in range(2)])
+    bad = append_undecodable(cli.dir)
+    cli.batch([{"type": "t", "data": 3}])
+    rec = Recorder(tmp_path / "h")
+    cli.ok("hooks", "add", "h", "--from-start", "--", *rec.argv)
+    assert_one_error(cli("run", "--once"), 5, "hook h", f"offset {bad}")
+    assert rec.offsets() == [0, 1]
+    assert groups(cli)["hook.h"]["position"] == bad
+
+
+# -- hand-edited files ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("entry", ["5", "[1,2]", '{"dlq_id":1,"attempts":"many","event":{}}', '"x"', "null",
+                                   '{"dlq_id":"one"}'])
+def test_a_malformed_dead_letter_entry_is_an_error_naming_the_file_and_line(cli: Evlog, tmp_path: Path,
+                                                                           entry: str) -> None:
+    """A dead-letter file with an entry that is valid JSON but not an entry makes every dlq command and a
+    dead-lettering replay fail with one line naming the file and the line (exit 1), never a traceback."""
+    cli.ok("append", "t")
+    (cli.dir / "dead-letter.jsonl").write_text("\n" + entry + "\n")
+    bad = Recorder(tmp_path / "bad", exit_code="65")
+    for args in (["dlq", "list"], ["dlq", "count"], ["dlq", "show", "1"], ["dlq", "retry", "--all"],
+                 ["dlq", "purge", "--all"], ["hooks", "list"], ["replay", "--", *bad.argv]):
+        assert_one_error(cli(*args), 1, "dead-letter.jsonl", "line 2")
+
+
+@pytest.mark.parametrize(("setting", "key"), [
+    ("batch = 0", "batch"), ("batch = -3", "batch"), ("retries = -1", "retries"), ('timeout = "0s"', "timeout"),
+    ('timeout = "soon"', "timeout"), ('timeout = "99999999999999999999d"', "timeout"), ('where = "data =="', "where"),
+    ('types = ["a.>.b"]', "types"), ('command = [""]', "command"), ("paused = 1", "paused"),
+])
+def test_a_hooks_toml_with_a_value_out_of_range_names_the_file_hook_and_key(cli: Evlog, setting: str,
+                                                                           key: str) -> None:
+    """A hooks.toml value of the right type but out of range is an error naming the file, the hook and the key."""
+    cli.ok("init")
+    lines = {"command": 'command = ["true"]'}
+    lines[setting.split(" ")[0]] = setting
+    (cli.dir / "hooks.toml").write_text("[hooks.a]\n" + "\n".join(lines.values()) + "\n")
+    for args in (("hooks", "list"), ("run", "--once")):
+        assert_one_error(cli(*args), 1, "hooks.toml", "'a'", key)
+
+
+@pytest.mark.parametrize("text", [b'[hooks.a]\ncommand = ["\xff"]\n',
+                                  b"[hooks.a]\ncommand = " + b"[" * 5000 + b"]" * 5000])
+def test_a_hooks_toml_that_is_not_utf8_or_too_deep_names_the_file(cli: Evlog, text: bytes) -> None:
+    """A hooks.toml that is not UTF-8, or nests beyond what a parser can follow, is an error naming the file."""
+    cli.ok("init")
+    (cli.dir / "hooks.toml").write_bytes(text)
+    assert_one_error(cli("hooks", "list"), 1, "hooks.toml")
+
+
+@pytest.mark.parametrize("text", [b'{"position":-1}', b'{"position":"x"}', b"[]", b"\xff"])
+def test_an_unreadable_checkpoint_is_an_error_naming_the_file(cli: Evlog, tmp_path: Path, text: bytes) -> None:
+    """A group's checkpoint file that does not hold a position of 0 or more is an error naming it (exit 1)."""
+    cli.ok("append", "t")
+    (cli.dir / "groups").mkdir()
+    (cli.dir / "groups" / "g.json").write_bytes(text)
+    rec = Recorder(tmp_path / "h")
+    assert_one_error(replay(cli, rec.argv, "--group", "g"), 1, "g.json")
+    assert rec.calls() == []
+
+
+# -- names that would reach outside the log ---------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["../../victim", "../victim", "/abs/victim", "a/../../victim", "..", ".", ""])
+def test_group_names_cannot_reach_outside_the_log(cli: Evlog, tmp_path: Path, name: str) -> None:
+    """`groups reset` and `groups delete` refuse a name that is not a group name (exit 2) and touch no file."""
+    cli.ok("append", "t")
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep\n")
+    name = name.replace("/abs/victim", str(tmp_path / "victim"))
+    for args in (["groups", "delete", name], ["groups", "reset", name, "--to", "0"],
+                 ["replay", "--group", name, "--", "true"]):
+        assert_one_error(cli(*args), 2)
+    assert victim.read_text() == "keep\n"
+
+
+@pytest.mark.parametrize("command", ["show", "remove", "pause", "resume"])
+def test_hook_names_cannot_reach_outside_the_log(cli: Evlog, tmp_path: Path, command: str) -> None:
+    """`hooks show/remove/pause/resume` and `run` refuse a name that is not a hook name (exit 2)."""
+    cli.ok("init")
+    victim = tmp_path / "victim.json"
+    victim.write_text("keep\n")
+    assert_one_error(cli("hooks", command, "../../victim"), 2)
+    assert_one_error(cli("run", "--once", "../../victim"), 2)
+    assert victim.read_text() == "keep\n"
+
+
+def test_hook_checkpoints_can_still_be_reset_by_group_name(cli: Evlog, tmp_path: Path) -> None:
+    """A hook's checkpoint is the group `hook.NAME`, which `groups reset` accepts."""
+    cli.batch([{"type": "t"}] * 3)
+    cli.ok("hooks", "add", "h", "--", "true")
+    cli.ok("groups", "reset", "hook.h", "--to", "1")
+    assert groups(cli)["hook.h"]["position"] == 1
+
+
+def test_groups_reset_past_the_end_of_the_log_is_refused(cli: Evlog) -> None:
+    """`groups reset --to` beyond the log's next offset is a usage error (exit 2) naming that offset; the
+    checkpoint stays; the next offset itself (nothing new yet) is accepted."""
+    cli.batch([{"type": "t"}] * 3)
+    cli.ok("hooks", "add", "h", "--from-start", "--", "true")
+    assert_one_error(cli("groups", "reset", "hook.h", "--to", "4"), 2, "3")
+    assert_one_error(cli("groups", "reset", "hook.h", "--to", str(2**70)), 2, "3")
+    assert groups(cli)["hook.h"]["position"] == 0
+    cli.ok("groups", "reset", "hook.h", "--to", "3")
+    assert groups(cli)["hook.h"]["position"] == 3
+
+
+def test_a_hook_that_cannot_start_stops_after_one_dead_letter_and_others_go_on(cli: Evlog, tmp_path: Path) -> None:
+    """`run --once`: a hook whose command cannot start dead-letters one event and stops (exit 1, one line naming
+    the hook and the command); another hook still gets every event."""
+    cli.batch([{"type": "t"}] * 4)
+    good = Recorder(tmp_path / "good")
+    cli.ok("hooks", "add", "good", "--from-start", "--", *good.argv)
+    r = cli("hooks", "add", "broken", "--from-start", "--retries", "0", "--", str(tmp_path / "missing"))
+    assert r.rc == 0 and "missing" in r.err  # a warning: the command is not there
+    assert_one_error(cli("run", "--once"), 1, "hook broken", "missing")
+    assert [e["hook"] for e in dead_letters(cli)] == ["broken"]
+    assert good.offsets() == [0, 1, 2, 3]
+    assert groups(cli)["hook.broken"]["position"] == 1
+
+
+def test_hooks_add_stores_a_relative_command_path_as_absolute(cli: Evlog, tmp_path: Path) -> None:
+    """`hooks add NAME -- ./handle.sh` stores the absolute path, so `run` works from any directory; a bare
+    command name is kept as given (looked up in PATH)."""
+    cli.ok("init")
+    python_script(tmp_path / "handle.sh", "sys.exit(0)\n")
+    r = cli("hooks", "add", "rel", "--", "./handle.sh", "arg")
+    assert r.rc == 0 and "warning" not in r.err, r.err
+    cli.ok("hooks", "add", "bare", "--", "true")
+    rows = hooks(cli)
+    assert rows["rel"]["command"] == [str(tmp_path / "handle.sh"), "arg"]
+    assert rows["bare"]["command"] == ["true"]
+
+
+@pytest.mark.parametrize("command", ["./missing.sh", "no-such-command-anywhere", "./not-executable.sh"])
+def test_hooks_add_warns_when_the_command_cannot_run(cli: Evlog, tmp_path: Path, command: str) -> None:
+    """`hooks add` warns on stderr when its command is not found or not executable (the hook is still added)."""
+    cli.ok("init")
+    (tmp_path / "not-executable.sh").write_text("#!/bin/sh\n")
+    r = cli("hooks", "add", "h", "--", command)
+    assert r.rc == 0
+    assert r.err.startswith("evlog: warning:") and command.lstrip("./") in r.err, r.err
+    assert "h" in hooks(cli)
+
+
+# -- dlq retry keeps the containment of the run that failed ---------------------------------------
+
+CONTAINED = """\
+    import resource
+    record(DONE, env=dict(os.environ), limit=resource.getrlimit(resource.RLIMIT_AS)[0])
+    if attempt > 1 and os.environ.get("BLOCK"):
+        wait_for(DONE + ".never", 20)
+    """
+
+
+def test_dlq_retry_runs_the_handler_contained_as_the_replay_did(cli: Evlog, tmp_path: Path) -> None:
+    """An entry keeps the replay's --clean-env, --env, --max-memory and --timeout, and `dlq retry` honours them:
+    the handler does not see evlog's other variables, gets --env, its memory cap and the same timeout."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1 if attempt == 1 else 0", before_exit=CONTAINED)
+    env = {**cli.env, "OUTER_SECRET": "s3cret"}
+    r = cli("replay", "--retries", "0", "--clean-env", "--env", "A=1", "--max-memory", "1GiB", "--timeout", "7s",
+            "--", *rec.argv, env=env)
+    assert r.rc == 3, r.err
+    [entry] = dead_letters(cli)
+    assert ENTRY_FIELDS <= set(entry)
+    assert cli("dlq", "retry", "--all", env=env).rc == 0
+    first, retried = rec.done()
+    for call in (first, retried):
+        assert "OUTER_SECRET" not in call["env"] and call["env"]["A"] == "1", call["env"]
+        assert call["limit"] == 1 << 30
+
+
+def test_dlq_retry_uses_the_stored_timeout_unless_given_one(cli: Evlog, tmp_path: Path) -> None:
+    """Without --timeout, `dlq retry` kills a handler at the timeout its replay had (here 1s), not at 30s."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1", before_exit=CONTAINED)
+    assert cli("replay", "--retries", "0", "--timeout", "1s", "--env", "BLOCK=1", "--", *rec.argv).rc == 3
+    r = cli("dlq", "retry", "--all")
+    assert r.rc == 3, r.err
+    [entry] = dead_letters(cli)
+    assert entry["error"] == "timed out after 1s" and entry["attempts"] == 2
+
+
+def test_an_entry_without_containment_runs_as_before(cli: Evlog, tmp_path: Path) -> None:
+    """An entry written without containment options (an older version) is retried with evlog's environment."""
+    cli.ok("append", "t")
+    rec = Recorder(tmp_path / "h", exit_code="1 if attempt == 1 else 0", before_exit=CONTAINED)
+    assert replay(cli, rec.argv, "--retries", "0").rc == 3
+    path = cli.dir / "dead-letter.jsonl"
+    entry = json.loads(path.read_text())
+    entry = {k: v for k, v in entry.items() if k in ENTRY_FIELDS}
+    path.write_text(json.dumps(entry) + "\n")
+    env = {**cli.env, "OUTER_SECRET": "s3cret"}
+    assert cli("dlq", "retry", "--all", env=env).rc == 0
+    assert rec.done()[-1]["env"]["OUTER_SECRET"] == "s3cret"
+
+
+def test_the_dead_letter_file_is_documented_as_trusted_like_hooks_toml(cli: Evlog) -> None:
+    """`dlq --help` and the README say that whoever can write dead-letter.jsonl chooses what `dlq retry` runs."""
+    assert "hooks.toml" in " ".join(cli.ok("dlq", "--help").split())
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    assert "dead-letter.jsonl" in readme and "as trusted as" in readme

@@ -312,3 +312,49 @@ def test_a_cloudevent_reads_back_as_the_same_event(log, tmp_path):
     again = store(other, [validator(other).from_line(x) for x in lines])
     assert [(r.id, r.type, r.source, r.subject, r.key, r.data) for r in again] == \
         [(r.id, r.type, r.source, r.subject, r.key, r.data) for r in first]
+
+
+# -- the checks that keep records decodable ------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (b'{"a":"[[[","b":[1,[2]]}', 3), (b'"\\\\"[[]]', 2), (b'["\\"]"]', 1), (b"1", 0), (b'"open [[', 0),
+    (b"[" * 100_000 + b"]" * 100_000, 100_000),
+])
+def test_depth_counts_nesting_outside_strings_without_recursion(text, expected):
+    """depth() counts arrays and objects, not brackets inside strings, however deep, without recursing."""
+    from evlog.event import depth
+
+    assert depth(text) == expected
+
+
+@pytest.mark.parametrize("text", [
+    b"[" * 102 + b'"' + b'\\"' * 200_000, b"[" * 102 + b'"\\' * 200_000, (b"1" * 300 + b",") * 2000,
+    b"\\u" * 200_000, b"\\\\" * 200_000 + b"\\ud800", b'"' * 200_000 + b"[" * 200,
+])
+def test_the_exact_checks_take_linear_time_on_hostile_input(text):
+    """json_problem on hostile lines of hundreds of KiB returns at once (a quadratic scan would take hours)."""
+    from evlog.event import json_problem
+
+    json_problem(text, 101)
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    (b'{"type":"t","data":"\\ud800"}', "lone surrogate"),
+    (b'{"type":"t","data":"\\udc00"}', "lone surrogate"),
+    (b'{"type":"t","data":"\xff"}', "UTF-8"),
+    (b'{"type":"t","data":' + b"[" * 101 + b"]" * 101 + b"}", "100 levels"),
+    (b'{"type":"t","data":1e400}', "out of range"),
+    (b'{"type":"t","data":' + b"1" * 5000 + b"}", "out of range"),
+])
+def test_lines_readers_could_not_decode_are_rejected(log, line, reason):
+    """A line whose data readers could not decode is InvalidEvent with the reason."""
+    with pytest.raises(InvalidEvent, match=reason):
+        validator(log).from_line(line)
+
+
+def test_escaped_backslashes_and_surrogate_pairs_are_fine(log):
+    """`\\\\ud800` (an escaped backslash) and a high-low surrogate pair are valid text."""
+    v = validator(log)
+    for line in (b'{"type":"t","data":"\\\\ud800"}', b'{"type":"t","data":"\\ud83d\\ude00"}',
+                 b'{"type":"t","data":' + b"[" * 100 + b"]" * 100 + b"}"):
+        v.from_line(line)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FIELDS, Evlog, Result, Spawner, wait_until
+from conftest import FIELDS, Evlog, Result, Spawner, assert_one_error, wait_until
+from engine_helpers import append_undecodable
 from handler_helpers import Recorder, kill_pids
 
 ENV_BIN = shutil.which("env") or "/usr/bin/env"
@@ -494,3 +495,69 @@ def test_replay_needs_a_command_and_an_existing_log(cli: Evlog, tmp_path: Path) 
     assert cli("replay").rc == 2
     assert cli("replay", "--").rc == 2
     assert rec.calls() == []
+
+
+# -- records that cannot be decoded ---------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["jsonl", "msgpack"])
+@pytest.mark.parametrize("options", [[], ["--batch", "3"], ["--concurrency", "3"], ["--where", "data != 7"]],
+                         ids=["plain", "batch", "concurrency", "where"])
+def test_replay_stops_at_a_record_it_cannot_decode(cli: Evlog, tmp_path: Path, fmt: str, options: list[str]) -> None:
+    """A record that cannot be decoded stops replay with exit 5 and one line naming its offset; it is never
+    delivered nor dead-lettered, the events before it are delivered, and the checkpoint stays before it."""
+    cli.ok("init", "--format", fmt)
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    bad = append_undecodable(cli.dir)
+    cli.batch([{"type": "t", "data": i} for i in range(4, 6)])
+    rec = Recorder(tmp_path / "h")
+    r = replay(cli, rec, "--group", "g", *options)
+    assert_one_error(r, 5, f"offset {bad}")
+    delivered = [x["offset"] for x in rec.records()]
+    assert {0, 1, 2} <= set(delivered) and bad not in delivered
+    assert position(cli, "g") == bad
+    assert cli.ok("dlq", "count").strip() == "0"
+
+
+# -- a handler that cannot be started ---------------------------------------------------------------
+
+def test_a_handler_that_cannot_start_dead_letters_one_event_then_stops(cli: Evlog, tmp_path: Path) -> None:
+    """A handler that cannot be started fails its first event as usual (retried, then dead-lettered); then the
+    replay stops with one line naming the command and the reason, exit 1, the checkpoint right after that event."""
+    cli.batch([{"type": "t", "data": i} for i in range(5)])
+    missing = str(tmp_path / "no-such-handler")
+    r = replay(cli, [missing], "--group", "g", "--retries", "1", "--backoff", "1ms")
+    assert_one_error(r, 1, missing, "No such file or directory")
+    [entry] = dead_letters(cli)
+    assert entry["event"]["offset"] == 0 and entry["attempts"] == 2
+    assert position(cli, "g") == 1
+
+
+def test_a_handler_that_cannot_start_on_the_last_event_exits_3(cli: Evlog, tmp_path: Path) -> None:
+    """When the event whose handler cannot start was the last one to deliver, replay ends as usual with exit 3,
+    still saying why on one line."""
+    cli.batch([{"type": "t", "data": 1}, {"type": "other"}])
+    noexec = tmp_path / "noexec.sh"
+    noexec.write_text("#!/bin/sh\nexit 0\n")
+    r = replay(cli, [str(noexec)], "--retries", "0", "--type", "t")
+    assert_one_error(r, 3, str(noexec), "Permission denied")
+    assert len(dead_letters(cli)) == 1
+
+
+def test_a_handler_that_cannot_start_stops_concurrent_deliveries_too(cli: Evlog, tmp_path: Path) -> None:
+    """With --concurrency, a handler that cannot start still dead-letters exactly one event before stopping; the
+    checkpoint moves at most past it (events started beside it stay undelivered, so it may stay before them)."""
+    cli.batch([{"type": "t", "data": i} for i in range(20)])
+    r = replay(cli, [str(tmp_path / "missing")], "--group", "g", "--retries", "0", "--concurrency", "4")
+    assert_one_error(r, 1, "missing")
+    [entry] = dead_letters(cli)
+    assert (position(cli, "g") or 0) <= entry["event"]["offset"] + 1
+
+
+@pytest.mark.parametrize("args", [["replay", "--timeout", "0s", "--", "true"],
+                                  ["replay", "--timeout", "0ms", "--", "true"],
+                                  ["hooks", "add", "h", "--timeout", "0s", "--", "true"],
+                                  ["dlq", "retry", "--all", "--timeout", "0.0s"]])
+def test_a_zero_timeout_is_a_usage_error(cli: Evlog, args: list[str]) -> None:
+    """A handler timeout of zero cannot let any handler run: a usage error (exit 2)."""
+    cli.ok("append", "t")
+    assert_one_error(cli(*args), 2, "--timeout")

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evlog.units import format_time, parse_duration, parse_duration_us, parse_size, parse_time_us, time_to_us
+from evlog.units import (
+    MAX_SIZE,
+    format_time,
+    parse_duration,
+    parse_duration_us,
+    parse_size,
+    parse_time_us,
+    time_to_us,
+)
 
 NOW = 1_800_000_000_123_456  # a fixed "now" in µs (2027-01-15)
 TIME_RE = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")
@@ -51,9 +59,13 @@ def test_parse_size_rejects_what_is_not_a_size(text):
 
 @given(st.integers(min_value=0, max_value=10**12), st.sampled_from(["", "KiB", "MiB", "GiB"]))
 def test_parse_size_multiplies_by_the_binary_unit(n, unit):
-    """`N<unit>` is N times the unit's power of 1024."""
+    """`N<unit>` is N times the unit's power of 1024, up to MAX_SIZE (2**63 - 1); more is refused."""
     factor = {"": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3}[unit]
-    assert parse_size(f"{n}{unit}") == n * factor
+    if n * factor <= MAX_SIZE:
+        assert parse_size(f"{n}{unit}") == n * factor
+    else:
+        with pytest.raises(ValueError, match="too large"):
+            parse_size(f"{n}{unit}")
 
 
 # -- durations ----------------------------------------------------------------------------
