@@ -55,8 +55,11 @@ _ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-
                      rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
 # A JSON string; one left open runs to the end, so that no later quote starts another scan (linear time).
 _STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
-# A number that may not fit a float or msgspec's integers (an exponent of 3 digits, or 309 digits): then decode.
-_BIG_NUMBER = re.compile(rb"[0-9][eE][+-]?[0-9]{3}|(?<![0-9])[0-9]{309}")
+# An integer readers could not decode (more digits than Python reads: its int_max_str_digits). A float out of
+# range is fine: readers decode it as infinity (framing's decoders use float_hook=float).
+MAX_INT_DIGITS = 4300
+_BIG_NUMBER = re.compile(rb"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))
+_decode_any = msgspec.json.Decoder(float_hook=float).decode
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_OPEN_OR_NL = bytes(b for b in range(256) if b not in b"[{\n")
 _OPEN_AS_BRACE = bytes.maketrans(b"[", b"{")
@@ -106,9 +109,9 @@ def json_problem(text: bytes, max_depth: int = MAX_DEPTH) -> str | None:
             return problem
     if text.count(b"[") + text.count(b"{") > max_depth and depth(text) > max_depth:
         return f"data is nested more than {MAX_DEPTH} levels deep"
-    if _BIG_NUMBER.search(text):
+    if len(text) > MAX_INT_DIGITS and _BIG_NUMBER.search(text):
         try:
-            msgspec.json.decode(text)
+            _decode_any(text)
         except msgspec.ValidationError as e:  # "Number out of range", "Integer value out of range"
             why = str(e).split(" - at ")[0]
             return f"{why[0].lower()}{why[1:]}: readers could not decode it"

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from evlog.errors import UsageError
-from evlog.framing import Codec, RawRecord
+from evlog.framing import Codec, RawRecord, undecodable
 
 Predicate = Callable[[bytes], bool]
 
@@ -49,7 +49,7 @@ class _Meta(msgspec.Struct, gc=False):
 
 _decode_meta_json = msgspec.json.Decoder(_Meta).decode
 _decode_meta_mp = msgspec.msgpack.Decoder(RawRecord).decode
-_decode_json = msgspec.json.decode
+_decode_json = msgspec.json.Decoder(float_hook=float).decode  # a float out of range: infinity
 _encode = msgspec.json.Encoder().encode
 _TYPE_MARK = b'","type":'  # in a JSON Lines frame, first found right before the type
 
@@ -147,7 +147,13 @@ class Filter:
     def _type_check(self, codec: Codec) -> Predicate:
         match = self.type_matcher()
         if codec.name != "jsonl":
-            return lambda frame: match(_decode_meta_mp(frame).type)
+            def mp_type(frame: bytes) -> bool:
+                try:
+                    return match(_decode_meta_mp(frame).type)
+                except (msgspec.MsgspecError, RecursionError) as e:
+                    raise undecodable(codec, frame, e) from None
+
+            return mp_type
         verdicts: dict[bytes, bool] = {}
 
         def jsonl_type(frame: bytes) -> bool:
@@ -155,9 +161,12 @@ class Filter:
             raw = frame[start:frame.index(b'"', start)]
             v = verdicts.get(raw)
             if v is None:
-                if b"\\" in raw:
-                    return match(_decode_meta_json(frame).type)  # an escaped character: decode properly
-                v = verdicts[raw] = match(raw.decode())
+                if b"\\" in raw:  # an escaped character: decode properly
+                    try:
+                        return match(_decode_meta_json(frame).type)
+                    except (msgspec.MsgspecError, RecursionError) as e:
+                        raise undecodable(codec, frame, e) from None
+                v = verdicts[raw] = match(raw.decode("utf-8", "replace"))
                 if len(verdicts) > 100_000:
                     verdicts.clear()
             return v
@@ -169,7 +178,10 @@ class Filter:
         key, subject, source = self.key, self.subject, self.source
 
         def meta(frame: bytes) -> bool:
-            m = decode(frame)
+            try:
+                m = decode(frame)
+            except (msgspec.MsgspecError, RecursionError) as e:
+                raise undecodable(codec, frame, e) from None
             return ((key is None or m.key == key) and (subject is None or m.subject == subject)
                     and (source is None or m.source == source))
 
@@ -180,7 +192,14 @@ class Filter:
 
         predicate = compile_where(self.where or "")
         if codec.name == "jsonl":
-            return lambda frame: predicate(_decode_json(frame))
+            def jsonl_where(frame: bytes) -> bool:
+                try:
+                    rec = _decode_json(frame)
+                except (msgspec.MsgspecError, RecursionError) as e:
+                    raise undecodable(codec, frame, e) from None
+                return predicate(rec)
+
+            return jsonl_where
         record = codec.record
 
         def mp_where(frame: bytes) -> bool:

@@ -88,7 +88,7 @@ class _Peek(msgspec.Struct, gc=False, array_like=True):
 
 
 _json_encode = msgspec.json.Encoder().encode
-_json_record = msgspec.json.Decoder(Record).decode
+_json_record = msgspec.json.Decoder(Record, float_hook=float).decode  # a float out of range: infinity
 _decode_str = msgspec.json.Decoder(str).decode
 _mp_encode = msgspec.msgpack.Encoder().encode
 _mp_record = msgspec.msgpack.Decoder(tuple[int, str, str, str, str, str | None, str | None, Any]).decode

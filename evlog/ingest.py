@@ -18,7 +18,7 @@ from typing import IO
 import msgspec
 
 from evlog.errors import InvalidEvent, InvalidLine
-from evlog.event import Validator, block_ok
+from evlog.event import MAX_INT_DIGITS, Validator, block_ok
 from evlog.framing import Codec
 
 READ_SIZE = 1 << 20
@@ -120,7 +120,8 @@ def read_batch(fd: int, validator: Validator, spool: Spool) -> Spool:
     for data, group in blocks(fd):
         if first_bad is None:
             try:
-                spool.extend(validator.from_lines(group, block_ok(data)))
+                fast = block_ok(data) and max(map(len, group), default=0) <= MAX_INT_DIGITS
+                spool.extend(validator.from_lines(group, fast))
                 number += len(group)
                 continue
             except (InvalidEvent, msgspec.MsgspecError):
