@@ -27,14 +27,14 @@ def test_an_integer_python_cannot_read_is_invalid_input(cli: Evlog, how: str) ->
     big = "7" * 4301
     cli.ok("init")
     if how == "batch":
-        r = cli("append", "--batch", input='{"type":"ok"}\n{"type":"t","data":{"n":%s}}\n' % big)
+        r = cli("append", "--batch", input='{"type":"ok"}\n{"type":"t","data":{"n":' + big + '}}\n')
         assert_one_error(r, 4, "line 2")
     elif how == "data":
-        assert_one_error(cli("append", "t", "--data", '{"n":%s}' % big), 4)
+        assert_one_error(cli("append", "t", "--data", '{"n":' + big + '}'), 4)
     else:
         assert_one_error(cli("append", "t", f"n:={big}"), 4)
     assert cli.ok("read") == ""
-    assert cli("append", "--batch", input='{"type":"t","data":{"n":%s}}\n' % ("7" * 4300)).rc == 0
+    assert cli("append", "--batch", input='{"type":"t","data":{"n":' + "7" * 4300 + '}}\n').rc == 0
 
 
 def test_a_stored_integer_readers_cannot_decode_stops_them_cleanly(cli: Evlog) -> None:
