@@ -23,6 +23,7 @@ SAFETY_POLL_MS = 1000  # look even without a notification this often (a missed e
 TICK_MS = 100          # the watcher's timeout: how often it wakes with nothing to report
 DEBOUNCE_MS = 20       # changes are reported at most this long after the first of them
 STEP_MS = 10           # ... and once none followed for this long; also the watcher's idle wake-up period
+POLL_BYTES = 4 << 20   # one poll hands over about this much at most: memory does not grow with a batch
 
 
 class Follower:
@@ -34,6 +35,7 @@ class Follower:
         self.fd = -1
         self.ino = 0
         self.pos = 0
+        self.more = False  # the last poll stopped at its byte limit
 
     def close(self) -> None:
         if self.fd >= 0:
@@ -67,10 +69,14 @@ class Follower:
                 break
         self._switch(chosen)
 
-    def poll(self) -> list[bytes]:
-        """Frames appended (and committed) since the last poll (possibly none)."""
+    def poll(self, max_bytes: int = POLL_BYTES) -> list[bytes]:
+        """Frames appended (and committed) since the last poll (possibly none), about `max_bytes` of them
+        at most (a whole chunk read at a time); `more` tells whether there may be more right away."""
         out: list[bytes] = []
+        taken = 0
         offset_of = self.codec.offset
+        overhead = self.codec.overhead
+        self.more = False
         while True:
             view = self.log.view()  # as every reader does: never past a pending write
             segs = view.segments
@@ -84,12 +90,19 @@ class Follower:
                 return out  # a segment this view does not show (yet): wait for the commit
             stop = view.end[1] if seg.base == view.end[0] else None
             reader = seg.frames(self.fd, self.pos, stop)
+            pos = self.pos
             for frames in reader.chunks():
                 for frame in frames:
                     off = offset_of(frame)
                     if off >= self.next_offset:
                         out.append(frame)
                         self.next_offset = off + 1
+                size = sum(map(len, frames)) + overhead * len(frames)
+                pos += size
+                taken += size
+                if taken >= max_bytes:
+                    self.pos, self.more = pos, True
+                    return out
             self.pos = reader.end
             later = [s for s in segs if s.base > seg.base]
             if reader.bad is not None:
@@ -101,6 +114,15 @@ class Follower:
             if not later:
                 return out
             self._switch(later[0])
+
+    def _drain(self) -> Iterator[list[bytes]]:
+        """Poll until nothing more is there, a bounded batch at a time."""
+        while True:
+            frames = self.poll()
+            if frames:
+                yield frames
+            if not self.more:
+                return
 
     def _same_file(self) -> bool:
         assert self.segment is not None
@@ -123,17 +145,13 @@ class Follower:
                         raise_interrupt=True)
         idle = SAFETY_POLL_MS  # poll at the first wake
         try:
-            frames = self.poll()
-            if frames:
-                yield frames
+            yield from self._drain()
             for changed in changes:
                 if not changed and idle < SAFETY_POLL_MS:
                     idle += TICK_MS
                     continue
                 idle = 0
-                frames = self.poll()
-                if frames:
-                    yield frames
+                yield from self._drain()
         except KeyboardInterrupt:
             raise interrupted() from None
         finally:

@@ -474,18 +474,33 @@ class Reader:
     def _last_start(self, n: int) -> tuple[int, int]:
         """Where the n-th last record starts (the log's start when it holds fewer).
 
-        When damage lies within the last n records, reading starts at the damaged
-        chunk, so the records before the damage are printed before the error.
+        Whole segments are skipped by their record counts (from their index
+        files), so a large n costs a look at each segment's end, not a read of
+        the log. In the segment that holds the n-th last record, when damage
+        lies within the last n records, reading starts at the damaged chunk,
+        so the records before the damage are printed before the error.
         """
         if n <= 0:
             return len(self.segments), 0
         need = n
-        for i, pos, frames, damage in self._reverse_chunks():
-            if damage is not None:
-                return i, pos
-            if len(frames) >= need:
-                return i, frames[len(frames) - need][0]
-            need -= len(frames)
+        offset_of = self.codec.offset
+        for i in range(len(self.segments) - 1, -1, -1):
+            seg = self.segments[i]
+            fd = self._open(i)
+            if fd is None:
+                continue
+            count = seg.tail(fd, self._may_write(i), self._stop(seg)).count
+            if count < need:
+                need -= count
+                self._close(i)
+                continue
+            for _, pos, frames, damage in self._segment_chunks(i, seg, fd, offset_of, i == len(self.segments) - 1):
+                if damage is not None:
+                    return i, pos
+                if len(frames) >= need:
+                    return i, frames[len(frames) - need][0]
+                need -= len(frames)
+            return i, 0
         return 0, 0
 
     def tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:

@@ -130,3 +130,27 @@ def test_follow_ends_quietly_when_stdout_closes(cli: Evlog, spawn: Spawner) -> N
     err = proc.popen.stderr.read().decode()
     assert err == "", err
     assert proc.poll() in (0, 128 + signal.SIGPIPE, -signal.SIGPIPE), proc.poll()
+
+
+def test_a_poll_hands_over_a_bounded_number_of_bytes(tmp_path) -> None:
+    """One poll returns at most about POLL_BYTES of a huge commit (memory stays bounded); the next polls
+    return the rest, each record once and in order."""
+    from engine_helpers import append_n, make_log
+
+    from evlog import follow
+
+    log = make_log(tmp_path / "log", "jsonl", segment_bytes=64 << 20)
+    append_n(log, 3000, payload="z" * 1000)  # about 3 MiB
+    follower = follow.Follower(log, 0)
+    got: list[int] = []
+    polls = 0
+    while True:
+        frames = follower.poll(max_bytes=256 << 10)
+        polls += 1
+        assert sum(map(len, frames)) <= (256 << 10) + (1 << 20) + 2048  # the limit, plus one read chunk
+        got += [log.codec.offset(f) for f in frames]
+        if not follower.more:
+            break
+    follower.close()
+    assert got == list(range(3000))
+    assert polls >= 3
