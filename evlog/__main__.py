@@ -2,7 +2,7 @@
 
 A signal that arrives while the CLI is still being imported ends the process
 quietly with the usual exit code (130 / 143), not with a traceback from the
-middle of an import; `evlog.cli.main` installs the real handlers.
+middle of an import; `evlog.cli.app.main` installs the real handlers.
 """
 
 import os
@@ -16,7 +16,7 @@ def _exit_quietly(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGINT, _exit_quietly)
     signal.signal(signal.SIGTERM, _exit_quietly)
-    from evlog.cli import main as cli_main
+    from evlog.cli.app import main as cli_main
 
     cli_main()
 

@@ -1,6 +1,6 @@
 """The exception tree and the exit codes (SPEC 5).
 
-Every error evlog reports on purpose is an ``EvlogError``; ``evlog.cli.main``
+Every error evlog reports on purpose is an ``EvlogError``; ``evlog.cli.app.main``
 is the one place that turns them into exit codes and one stderr line.
 
     EvlogError                      exit 1  runtime error

@@ -3,7 +3,7 @@
     python scripts/gen_man.py           write man/evlog.1 and one man/evlog-<command>[-<sub>].1 per command
     python scripts/gen_man.py --check   write nothing; exit 1 listing drifted, missing and extra pages
 
-The pages are built from the click command tree typer makes of `evlog.cli.app`
+The pages are built from the click command tree typer makes of `evlog.cli.app.app`
 (help texts, options, arguments, subcommands), so a command added later gets a
 page without touching this script. `Example:` lines of a command's help become
 its EXAMPLES section. Hand-written prose sections for a page live in
@@ -89,7 +89,7 @@ def command_tree() -> Node:
     """The root of evlog's command tree, as typer builds it for click."""
     import typer  # noqa: TID251 - reading the CLI definition means reading typer's command tree
 
-    from evlog.cli import app
+    from evlog.cli.app import app
 
     root = typer.main.get_command(app)
     return _node((), root, None)

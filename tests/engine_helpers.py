@@ -9,10 +9,10 @@ from typing import Any
 
 import msgspec
 
-from evlog.event import Validator
-from evlog.framing import Record
-from evlog.log import AppendResult, Log
+from evlog.ingest.event import Validator
 from evlog.settings import Settings
+from evlog.store.framing import Record
+from evlog.store.log import AppendResult, Log
 
 FORMATS = ("jsonl", "msgpack")
 
@@ -29,7 +29,7 @@ def validator(log: Log, source: str = "test") -> Validator:
 
 def encoder(v: Validator):
     """The Validator's method that validates one event into what Writer.append takes."""
-    return getattr(v, "item", None) or v.pending  # `pending` in older versions of evlog.event
+    return getattr(v, "item", None) or v.pending  # `pending` in older versions of evlog.ingest.event
 
 
 def item(log: Log, type_: str = "t", data: Any = None, *, key: str | None = None,

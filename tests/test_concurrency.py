@@ -43,7 +43,7 @@ def start_writers(spawn: Spawner, tmp_path: Path, count: int, n: int, pad: int) 
 
 
 def segment_offsets(seg: Path) -> list[int]:
-    """The offsets of the records in one segment file, read from its frames (layouts in evlog/framing.py)."""
+    """The offsets of the records in one segment file, read from its frames (layouts in evlog/store/framing.py)."""
     data = seg.read_bytes()
     if seg.suffix == ".jsonl":
         return [json.loads(line)["offset"] for line in data.splitlines()]

@@ -31,7 +31,7 @@ from conftest import (
 )
 
 FORMATS = ["jsonl", "msgpack"]
-MP_HEADER = struct.Struct("<HII")  # magic, payload length, crc32 (evlog/framing.py)
+MP_HEADER = struct.Struct("<HII")  # magic, payload length, crc32 (evlog/store/framing.py)
 
 
 def frame_spans(path: Path) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""Events as callers give them: validation, ids, and the CloudEvents mapping (evlog.event, SPEC 4)."""
+"""Events as callers give them: validation, ids, and the CloudEvents mapping (evlog.ingest.event, SPEC 4)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from engine_helpers import FORMATS, encoder, make_log, records, validator
 from hypothesis import given
 from hypothesis import strategies as st
 
-import evlog.log
+import evlog.store.log
 from evlog.errors import ExitCode, InvalidEvent
-from evlog.event import cloudevent, type_problem
-from evlog.framing import Record
+from evlog.ingest.event import cloudevent, type_problem
+from evlog.store.framing import Record
 from evlog.units import format_time, time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -188,7 +188,7 @@ def test_an_event_line_is_stored_as_given(log):
 
 def test_a_cloudevents_line_maps_partitionkey_to_key_and_ignores_time_and_sequence(log, monkeypatch):
     """A CloudEvents line takes its key from `partitionkey`; its `time` and `sequence` are replaced by the log's."""
-    monkeypatch.setattr(evlog.log, "now_us", lambda: T0)
+    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0)
     ce = {"specversion": "1.0", "id": "ce-1", "source": "urn:shop", "type": "order.created",
           "time": "2020-01-01T00:00:00Z", "subject": "sub", "datacontenttype": "application/json",
           "partitionkey": "cust-9", "sequence": "4711", "key": "not-this", "data": {"n": 1}}
@@ -207,13 +207,13 @@ def test_a_cloudevents_line_without_partitionkey_has_no_key(log):
 
 def test_a_read_json_record_is_accepted_and_keeps_its_id(log, tmp_path, monkeypatch):
     """A line printed by `read --format json` is re-imported with its id; its offset and time are the log's own."""
-    monkeypatch.setattr(evlog.log, "now_us", lambda: T0)
+    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0)
     v = validator(log)
     make = encoder(v)
     store(log, [make("a", b'{"n":1}', "k", "s", "src", None), make("b", b"[1]", None, None, None, "given")])
     exported = [log.codec.json(f) for f in log.read()]
     other = make_log(tmp_path / "other", "jsonl")
-    monkeypatch.setattr(evlog.log, "now_us", lambda: T0 + 5_000_000)
+    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0 + 5_000_000)
     store(other, [make_filler(other)] * 3)
     imported = store(other, [validator(other).from_line(line) for line in exported])[3:]
     originals = records(log)
@@ -250,7 +250,7 @@ def uuid_ms(text: str) -> int:
 def test_generated_ids_are_uuid7_of_the_append_time_and_sort_by_time(log, monkeypatch):
     """Generated ids are RFC 9562 version 7 UUIDs carrying the append millisecond, sorting in append order."""
     clock = [T0]
-    monkeypatch.setattr(evlog.log, "now_us", lambda: clock[0])
+    monkeypatch.setattr(evlog.store.log, "now_us", lambda: clock[0])
     make = encoder(validator(log))
     for step in (0, 1_000, 1, 250_000, 60_000_000):
         clock[0] += step
@@ -275,7 +275,7 @@ def test_generated_ids_are_uuid7_of_the_append_time_and_sort_by_time(log, monkey
 @pytest.mark.parametrize("ms", [0, 1, 0xFFFF, 0x1_0000, 0x1_0000_0000, 1_800_000_000_123, 253_402_300_799_999])
 def test_generated_ids_carry_any_millisecond(tmp_path, monkeypatch, ms):
     """Ids generated at any millisecond from 1970 to 9999 carry exactly that millisecond."""
-    monkeypatch.setattr(evlog.log, "now_us", lambda: ms * 1000 + 999)
+    monkeypatch.setattr(evlog.store.log, "now_us", lambda: ms * 1000 + 999)
     log = make_log(tmp_path / "log", "jsonl")
     (rec,) = store(log, [encoder(validator(log))("t", b"null", None, None, None, None)])
     assert uuid.UUID(rec.id).version == 7
@@ -322,7 +322,7 @@ def test_a_cloudevent_reads_back_as_the_same_event(log, tmp_path):
 ])
 def test_depth_counts_nesting_outside_strings_without_recursion(text, expected):
     """depth() counts arrays and objects, not brackets inside strings, however deep, without recursing."""
-    from evlog.event import depth
+    from evlog.ingest.event import depth
 
     assert depth(text) == expected
 
@@ -333,7 +333,7 @@ def test_depth_counts_nesting_outside_strings_without_recursion(text, expected):
 ])
 def test_the_exact_checks_take_linear_time_on_hostile_input(text):
     """json_problem on hostile lines of hundreds of KiB returns at once (a quadratic scan would take hours)."""
-    from evlog.event import json_problem
+    from evlog.ingest.event import json_problem
 
     json_problem(text, 101)
 

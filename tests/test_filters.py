@@ -1,4 +1,4 @@
-"""The filters shared by every command that selects events (evlog.filters, SPEC 6 "Filters")."""
+"""The filters shared by every command that selects events (evlog.query.filters, SPEC 6 "Filters")."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from evlog.errors import UsageError
-from evlog.filters import Filter, type_pattern
-from evlog.framing import CODECS
+from evlog.query.filters import Filter, type_pattern
+from evlog.store.framing import CODECS
 from evlog.units import format_time
 
 TYPE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "*>")

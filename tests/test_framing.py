@@ -1,4 +1,4 @@
-"""Record frames: how one record is laid out as bytes in a segment, per format (evlog.framing)."""
+"""Record frames: how one record is laid out as bytes in a segment, per format (evlog.store.framing)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from engine_helpers import split_at
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from evlog.framing import CODECS, FrameReader, JsonlCodec, MsgpackCodec, Record, classify, codec_for, corruption
+from evlog.store.framing import CODECS, FrameReader, JsonlCodec, MsgpackCodec, Record, classify, codec_for, corruption
 from evlog.units import format_time
 
 CODEC_NAMES = sorted(CODECS)

@@ -1,4 +1,4 @@
-"""The sparse offset index and the time index of one segment (evlog.index)."""
+"""The sparse offset index and the time index of one segment (evlog.store.index)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from engine_helpers import FORMATS, append, append_n, make_log
 from hypothesis import given
 from hypothesis import strategies as st
 
-from evlog import index
-from evlog.index import (
+from evlog.store import index
+from evlog.store.index import (
     HEADER,
     OFFSET_ENTRY,
     OFFSET_MAGIC,
@@ -210,7 +210,7 @@ def assert_indexes_match_rebuild(log):
 def test_index_files_written_by_appends_match_a_rebuild(tmp_path, monkeypatch, fmt, interval):
     """Index files written as records are appended (batches, segment rolls, reopened writers) match a rebuild."""
     clock = iter(range(1_800_000_000_000_000, 1_900_000_000_000_000, 1_000))
-    monkeypatch.setattr("evlog.log.now_us", lambda: next(clock))
+    monkeypatch.setattr("evlog.store.log.now_us", lambda: next(clock))
     log = make_log(tmp_path / "log", fmt, segment_bytes=4096, index_interval_bytes=interval)
     rng = random.Random(7)
     for _ in range(25):

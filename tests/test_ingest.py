@@ -1,4 +1,4 @@
-"""Input for `append --batch` and `--stream`: JSON Lines validated line by line, and the spool (evlog.ingest)."""
+"""Input for `append --batch` and `--stream`: JSON Lines validated line by line, and the spool (evlog.ingest.spool)."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from engine_helpers import FORMATS, make_log, records, validator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evlog import ingest
 from evlog.errors import ExitCode, InvalidEvent, InvalidLine
-from evlog.ingest import Spool, lines, read_batch
+from evlog.ingest import spool as ingest
+from evlog.ingest.spool import Spool, lines, read_batch
 
 
 def new_spool(log, memory_limit: int | None = None) -> Spool:

@@ -20,15 +20,15 @@ from engine_helpers import FORMATS
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evlog.appending import payload
-from evlog.deadletter import DeadLetters
+from evlog.consumers.checkpoints import Groups
+from evlog.consumers.deadletter import DeadLetters
+from evlog.consumers.hooks import Registry
 from evlog.errors import EvlogError
-from evlog.event import Validator, block_ok
-from evlog.framing import CODECS
-from evlog.groups import Groups
-from evlog.hooks import Registry
-from evlog.ingest import Spool, read_batch
+from evlog.ingest.append import payload
+from evlog.ingest.event import Validator, block_ok
+from evlog.ingest.spool import Spool, read_batch
 from evlog.settings import from_dict, load
+from evlog.store.framing import CODECS
 from evlog.units import parse_duration_us, parse_size, parse_time_us
 
 FAST, SLOW = 150, 5000

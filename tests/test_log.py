@@ -1,4 +1,4 @@
-"""The log as a whole: segments, appending, reading, dedup, failures and torn tails (evlog.log).
+"""The log as a whole: segments, appending, reading, dedup, failures and torn tails (evlog.store.log).
 
 `LogContract` holds the scenarios; it runs once per storage format (TestJsonlLog, TestMsgpackLog).
 A hypothesis state machine checks the log against a plain Python list, for both formats.
@@ -19,11 +19,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-import evlog.index
-import evlog.log
+import evlog.store.index
+import evlog.store.log
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
-from evlog.log import Log
 from evlog.settings import Settings
+from evlog.store.log import Log
 from evlog.units import format_time, time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -31,7 +31,7 @@ SEG = 1024
 
 
 class Clock:
-    """A controllable stand-in for evlog.log.now_us."""
+    """A controllable stand-in for evlog.store.log.now_us."""
 
     def __init__(self, t: int = T0) -> None:
         self.t = t
@@ -44,7 +44,7 @@ class Clock:
 
 
 class FailingOs:
-    """Stands in for the `os` module inside evlog.log: call number `n` of function `name` raises OSError."""
+    """Stands in for the `os` module inside evlog.store.log: call number `n` of function `name` raises OSError."""
 
     def __init__(self, name: str, n: int) -> None:
         self.name, self.n, self.calls = name, n, 0
@@ -171,7 +171,7 @@ class LogContract:
         log = self.make(tmp_path)
         clock = Clock(T0 + 123_456)
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(evlog.log, "now_us", clock)
+            m.setattr(evlog.store.log, "now_us", clock)
             append(log, [{"type": "order.created", "source": "shop", "subject": "sub", "key": "c1",
                           "data": {"n": [1, 2.5, None, "ü\n"]}}, {"type": "x"}])
         a, b = records(log)
@@ -213,7 +213,7 @@ class LogContract:
     def test_time_never_decreases_even_if_the_clock_goes_back(self, tmp_path, monkeypatch):
         """When the clock goes backwards, new records get the last record's time, also after reopening."""
         clock = Clock()
-        monkeypatch.setattr(evlog.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.log, "now_us", clock)
         log = self.make(tmp_path)
         append_n(log, 3)
         clock.advance(-10_000_000)
@@ -232,7 +232,7 @@ class LogContract:
     def test_time_follows_the_clock(self, tmp_path, monkeypatch):
         """Each append is stamped with the clock's time when it is later than the last record's."""
         clock = Clock()
-        monkeypatch.setattr(evlog.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.log, "now_us", clock)
         log = self.make(tmp_path)
         for i in range(5):
             append_n(log, 2)
@@ -245,7 +245,7 @@ class LogContract:
     def test_a_known_id_within_the_window_is_not_appended_again(self, tmp_path, monkeypatch):
         """An id seen within dedup_window is skipped and answered with the existing offset."""
         clock = Clock()
-        monkeypatch.setattr(evlog.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.log, "now_us", clock)
         log = self.make(tmp_path)
         append_n(log, 2)
         r = append(log, [{"type": "a", "id": "A"}])
@@ -271,7 +271,7 @@ class LogContract:
     def test_a_known_id_after_the_window_is_appended_again(self, tmp_path, monkeypatch):
         """Once dedup_window has passed, the same id is a new event."""
         clock = Clock()
-        monkeypatch.setattr(evlog.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.log, "now_us", clock)
         log = self.make(tmp_path, dedup_window_us=120_000_000)
         append(log, [{"type": "a", "id": "A"}])
         clock.advance(119_000_000)
@@ -286,7 +286,7 @@ class LogContract:
     def _timed_log(self, tmp_path, monkeypatch):
         """A log of 12 batches of 8 events, batch b appended at T0 + b seconds; returns it and the batch times."""
         clock = Clock()
-        monkeypatch.setattr(evlog.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.log, "now_us", clock)
         log = self.make(tmp_path)
         times = []
         for b in range(12):
@@ -415,7 +415,7 @@ class LogContract:
             before = records(log)
             events = [{"type": "batch", "data": {"n": n, "i": i, "pad": "q" * 40}} for i in range(25)]
             with pytest.MonkeyPatch.context() as m:
-                m.setattr(evlog.log, "os", FailingOs(fn, n))
+                m.setattr(evlog.store.log, "os", FailingOs(fn, n))
                 try:
                     append(log, events)
                 except OSError as e:
@@ -450,7 +450,7 @@ class LogContract:
             raise OSError(errno.EIO, "injected failure of fsync_dir")
 
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(evlog.index, "fsync_dir", no_dir_sync)
+            m.setattr(evlog.store.index, "fsync_dir", no_dir_sync)
             with pytest.raises(OSError):
                 append_n(log, 30)
         assert segment_dir_names(log) == before_names

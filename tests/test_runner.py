@@ -15,8 +15,8 @@ import pytest
 from conftest import wait_until
 from handler_helpers import kill_pids, pid_alive, python_script, sh_script
 
-from evlog import runner
-from evlog.runner import Outcome
+from evlog.consumers import runner
+from evlog.consumers.runner import Outcome
 
 PY = sys.executable
 ENV_BIN = shutil.which("env") or "/usr/bin/env"

@@ -1,4 +1,4 @@
-"""One segment and its index files: seeking, chunking and the tail, with damaged indexes (evlog.segment)."""
+"""One segment and its index files: seeking, chunking and the tail, with damaged indexes (evlog.store.segment)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from engine_helpers import FORMATS, append, make_log, offsets, records
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from evlog.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
+from evlog.store.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
 from evlog.units import time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -27,7 +27,7 @@ DAMAGE = [
 
 def clock_at(monkeypatch, times):
     it = iter(times)
-    monkeypatch.setattr("evlog.log.now_us", lambda: next(it))
+    monkeypatch.setattr("evlog.store.log.now_us", lambda: next(it))
 
 
 @pytest.fixture(params=FORMATS)

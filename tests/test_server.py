@@ -48,7 +48,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
 from evlog.errors import UsageError
-from evlog.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, STEP_BYTES, parse_query
+from evlog.net.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, STEP_BYTES, parse_query
 
 BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 

@@ -1,4 +1,4 @@
-"""`evlog verify` in process: checksums, order, index files, and --repair (evlog.verify, SPEC 6 and 7)."""
+"""`evlog verify` in process: checksums, order, index files, and --repair (evlog.store.verify, SPEC 6 and 7)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ import os
 import pytest
 from engine_helpers import FORMATS, append_n, flip_byte, make_log, offsets, records
 
-from evlog import verify as verify_mod
 from evlog.errors import CorruptionError
-from evlog.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
+from evlog.store import verify as verify_mod
+from evlog.store.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
 from evlog.units import format_time, time_to_us
 
 N = 60

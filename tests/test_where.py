@@ -19,9 +19,9 @@ from conftest import Evlog, assert_one_error
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import evlog.where
+import evlog.query.where
 from evlog.errors import ExitCode, UsageError
-from evlog.where import FIELDS, WhereError, compile_where
+from evlog.query.where import FIELDS, WhereError, compile_where
 
 RECORD: dict[str, Any] = {
     "offset": 7,
@@ -550,7 +550,7 @@ def test_a_catastrophic_pattern_is_linear_on_the_cli(cli: Evlog, where: str) -> 
 
 def test_matches_imports_re2_only_when_an_expression_uses_it() -> None:
     """Expressions without `matches` (and `evlog append`) never load the regular expression engine."""
-    code = ("import sys; from evlog.where import compile_where; compile_where('data.n > 1 and type == \"a\"');"
+    code = ("import sys; from evlog.query.where import compile_where; compile_where('data.n > 1 and type == \"a\"');"
             "print('re2' in sys.modules); compile_where('type matches \"a\"'); print('re2' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split() == ["False", "True"]
@@ -890,7 +890,7 @@ def test_evaluation_never_evals_execs_or_touches_files(tmp_path: Path, monkeypat
 
 def test_module_uses_no_dynamic_code_or_io() -> None:
     """where.py imports only re, re2 and typing helpers, and names no eval, exec, compile, open or os."""
-    tree = ast.parse(Path(evlog.where.__file__).read_text(encoding="utf-8"))
+    tree = ast.parse(Path(evlog.query.where.__file__).read_text(encoding="utf-8"))
     imported = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from evlog.errors import UsageError
-from evlog.framing import Codec, RawRecord, undecodable
+from evlog.store.framing import Codec, RawRecord, undecodable
 
 Predicate = Callable[[bytes], bool]
 
@@ -188,7 +188,7 @@ class Filter:
         return meta
 
     def _where_check(self, codec: Codec) -> Predicate:
-        from evlog.where import compile_where
+        from evlog.query.where import compile_where
 
         predicate = compile_where(self.where or "")
         if codec.name == "jsonl":

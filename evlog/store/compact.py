@@ -35,11 +35,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 
-from evlog import index as idx
 from evlog.errors import Busy
-from evlog.framing import RawRecord
-from evlog.log import Log
-from evlog.segment import Segment
+from evlog.store import index as idx
+from evlog.store.framing import RawRecord
+from evlog.store.log import Log
+from evlog.store.segment import Segment
 from evlog.units import now_us, time_to_us
 
 TEMP_SUFFIX = ".compact"
@@ -268,7 +268,7 @@ class _Compaction:
             reader = seg.frames(fd)
             yield from reader
             if reader.bad is not None:
-                from evlog.framing import corruption
+                from evlog.store.framing import corruption
 
                 raise corruption(self.codec, seg.name, fd, reader.bad, None)
         finally:

@@ -6,8 +6,8 @@ import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from evlog.filters import Filter
-from evlog.log import Log
+from evlog.query.filters import Filter
+from evlog.store.log import Log
 
 FLUSH_BYTES = 1 << 16
 
@@ -30,11 +30,11 @@ class Query:
 
 def _render(fmt: str, log: Log) -> RenderMany:
     if fmt == "pretty":
-        from evlog.pretty import PrettyRenderer
+        from evlog.cli.pretty import PrettyRenderer
 
         one = PrettyRenderer(log.codec).render
         return lambda frames: b"".join(map(one, frames))
-    from evlog.output import renderer_many
+    from evlog.cli.render import renderer_many
 
     return renderer_many(fmt, log.codec)
 
@@ -85,8 +85,8 @@ def _emit(chunks: Iterable[list[bytes]], select: Select | None, render: RenderMa
 
 
 def _follow(log: Log, next_offset: int, select: Select | None, render: RenderMany, remaining: int | None) -> None:
-    from evlog.follow import Follower
-    from evlog.stop import interrupted
+    from evlog.cli.signals import interrupted
+    from evlog.query.follow import Follower
 
     follower = Follower(log, next_offset)
     out = sys.stdout.buffer

@@ -21,10 +21,10 @@ from typing import Any
 
 import msgspec
 
-from evlog import index as idx
+from evlog.consumers.checkpoints import check_name
 from evlog.errors import EvlogError, UsageError, quoted
-from evlog.filters import Filter
-from evlog.groups import check_name
+from evlog.query.filters import Filter
+from evlog.store import index as idx
 from evlog.units import parse_duration
 
 
@@ -134,7 +134,7 @@ def _problem(hook: Hook) -> tuple[str, str] | None:
             return "timeout", f"must be longer than 0, not {hook.timeout!r}"
     except ValueError as e:
         return "timeout", str(e)
-    from evlog.framing import CODECS
+    from evlog.store.framing import CODECS
 
     for key, flt in (("types", Filter(list(hook.types))), ("where", Filter(where=hook.where))):
         try:

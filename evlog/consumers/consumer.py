@@ -28,14 +28,14 @@ from typing import Any
 
 import msgspec
 
-from evlog import runner
-from evlog.deadletter import Containment, DeadLetterFull, DeadLetters
+from evlog.consumers import runner
+from evlog.consumers.checkpoints import Groups
+from evlog.consumers.deadletter import Containment, DeadLetterFull, DeadLetters
 from evlog.errors import EvlogError, ExitCode, UndecodableRecord
-from evlog.event import block_ok
-from evlog.filters import Filter
-from evlog.framing import Record, undecodable
-from evlog.groups import Groups
-from evlog.log import Log
+from evlog.ingest.event import block_ok
+from evlog.query.filters import Filter
+from evlog.store.framing import Record, undecodable
+from evlog.store.log import Log
 
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
 HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
@@ -163,7 +163,7 @@ class Consumer:
                  out_fd: int = 1, err_fd: int = 2) -> None:
         self.log, self.opts = log, options
         self.select = (flt or Filter()).compile_chunk(log.codec)
-        from evlog.output import renderer_many
+        from evlog.cli.render import renderer_many
 
         self.as_json = renderer_many("json", log.codec)
         self.group, self.hook = group, hook
@@ -268,7 +268,7 @@ class Consumer:
                 pending = []
             next_offset = max(reader.next_offset, saved or 0, r.start or 0)
             if self.follow and r.to is None and r.until_us is None:
-                from evlog.follow import Follower
+                from evlog.query.follow import Follower
 
                 follower = Follower(self.log, next_offset)
                 for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
@@ -483,7 +483,7 @@ class Consumer:
             return e
         self.summary.dead_lettered += n
         task.done = True
-        from evlog.diag import diag
+        from evlog.cli.diag import diag
 
         if not outcome.started:
             self.cannot_start = HandlerCannotStart(outcome.error or "cannot start", what)

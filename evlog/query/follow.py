@@ -15,9 +15,9 @@ import os
 import threading
 from collections.abc import Callable, Iterator
 
-from evlog.framing import classify, corruption
-from evlog.log import Log
-from evlog.segment import Segment
+from evlog.store.framing import classify, corruption
+from evlog.store.log import Log
+from evlog.store.segment import Segment
 
 SAFETY_POLL_MS = 1000  # look even without a notification this often (a missed event, a network file system)
 TICK_MS = 100          # the watcher's timeout: how often it wakes with nothing to report

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.diag import diag
+from evlog.cli.diag import diag
 from evlog.errors import EvlogError, InvalidEvent, UsageError, quoted
-from evlog.event import MAX_DEPTH, Validator, json_problem, utf8_problem
-from evlog.framing import codec_for
-from evlog.log import Log
+from evlog.ingest.event import MAX_DEPTH, Validator, json_problem, utf8_problem
 from evlog.settings import Settings
+from evlog.store.framing import codec_for
+from evlog.store.log import Log
 
 DEFAULT_SOURCE = "evlog"
 
@@ -118,7 +118,7 @@ class BatchSummary(msgspec.Struct):
 
 def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
     """`append --batch`: validate all of stdin, then append it in one locked write."""
-    from evlog.ingest import Spool, read_batch
+    from evlog.ingest.spool import Spool, read_batch
 
     validator, log = _validator_for(directory, source)
     # Invalid input writes nothing, not even a new log: validate before creating one.
@@ -136,7 +136,7 @@ def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
 
 def stream(directory: Path, fd: int, source: str | None) -> int:
     """`append --stream`: commit the lines that arrived together as one group; returns bad lines."""
-    from evlog.ingest import lines
+    from evlog.ingest.spool import lines
 
     validator, log = _validator_for(directory, source)
     log = log or _created_like(directory, validator)

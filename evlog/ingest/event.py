@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 
 from evlog.errors import InvalidEvent
-from evlog.framing import Codec, Record
+from evlog.store.framing import Codec, Record
 
 TYPE_MAX = 256
 ID_MAX = 256

@@ -18,8 +18,8 @@ from typing import IO
 import msgspec
 
 from evlog.errors import InvalidEvent, InvalidLine
-from evlog.event import MAX_INT_DIGITS, Validator, block_ok
-from evlog.framing import Codec
+from evlog.ingest.event import MAX_INT_DIGITS, Validator, block_ok
+from evlog.store.framing import Codec
 
 READ_SIZE = 1 << 20
 SPOOL_MEMORY = 128 << 20

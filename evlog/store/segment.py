@@ -1,7 +1,7 @@
 """One segment: a file of record frames named by its base offset, and its index files.
 
 A segment is read through its index files, which are checked against the
-records they point at before they are believed (see evlog.index).
+records they point at before they are believed (see evlog.store.index).
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from pathlib import Path
 
 import msgspec
 
-from evlog import index
-from evlog.framing import Codec, FrameReader
-from evlog.index import OFFSET_ENTRY, OFFSET_MAGIC, TIME_ENTRY, TIME_MAGIC, Entries
+from evlog.store import index
+from evlog.store.framing import Codec, FrameReader
+from evlog.store.index import OFFSET_ENTRY, OFFSET_MAGIC, TIME_ENTRY, TIME_MAGIC, Entries
 from evlog.units import time_to_us
 
 VERIFY_CHUNK = 1 << 16

@@ -51,12 +51,12 @@ from typing import NamedTuple
 
 import msgspec
 
-from evlog import index as idx
 from evlog import settings as settings_mod
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound, SettingsError
-from evlog.framing import CODECS, Codec, classify, codec_for, corruption
-from evlog.segment import Segment
 from evlog.settings import Settings
+from evlog.store import index as idx
+from evlog.store.framing import CODECS, Codec, classify, codec_for, corruption
+from evlog.store.segment import Segment
 from evlog.units import format_time, now_us, time_to_us
 
 SEGMENT_RE = re.compile(r"(\d{20})\.(jsonl|msgpack)")
@@ -619,7 +619,7 @@ class Writer:
             self.next_offset = seg.base
             self.last_time_us = self._previous_time(segs[:-1])
 
-    def _active_tail(self, seg: Segment, fd: int):  # noqa: ANN202 - evlog.segment.Tail
+    def _active_tail(self, seg: Segment, fd: int):  # noqa: ANN202 - evlog.store.segment.Tail
         """The end of the active segment, its torn tail cut; CorruptionError when it is damaged.
 
         The active segment was never compacted, so its offsets run on from its base without a gap:

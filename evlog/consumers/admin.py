@@ -8,13 +8,13 @@ from typing import Any
 
 import msgspec
 
-from evlog.deadletter import DeadLetters
-from evlog.delivery import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
+from evlog.consumers.checkpoints import Groups, check_name
+from evlog.consumers.consumer import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
+from evlog.consumers.deadletter import DeadLetters
+from evlog.consumers.hooks import Hook, Registry
 from evlog.errors import EvlogError, UsageError, quoted
-from evlog.filters import Filter
-from evlog.groups import Groups, check_name
-from evlog.hooks import Hook, Registry
-from evlog.log import Log
+from evlog.query.filters import Filter
+from evlog.store.log import Log
 from evlog.units import parse_duration
 
 
@@ -72,7 +72,7 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
         program = os.path.abspath(program)
     problem = _cannot_run(program)
     if problem:
-        from evlog.diag import diag
+        from evlog.cli.diag import diag
 
         diag.warning(f"hook {name}: {problem}; added anyway", hook=name)
     hook = Hook(name, [program, *command[1:]], types, key, subject, source, where, retries, timeout, batch)
@@ -146,7 +146,7 @@ def run_hooks(log: Log, names: list[str], follow: bool) -> tuple[list[Summary], 
         for h in chosen
     ]
     if not consumers:
-        from evlog.diag import diag
+        from evlog.cli.diag import diag
 
         diag.info("no active hooks to run")
         return [], []
@@ -158,7 +158,7 @@ def run_hooks(log: Log, names: list[str], follow: bool) -> tuple[list[Summary], 
 
 def dead_letter_entries(log: Log, flt: Filter | None, hook: str | None = None,
                         group: str | None = None) -> list[dict[str, Any]]:
-    from evlog.framing import CODECS
+    from evlog.store.framing import CODECS
 
     _check_names(hook, group)
     match = flt.compile(CODECS["jsonl"]) if flt is not None else None

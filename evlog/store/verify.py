@@ -38,11 +38,11 @@ from typing import Any
 
 import msgspec
 
-from evlog import index as idx
 from evlog.errors import CorruptionError
-from evlog.framing import classify
-from evlog.log import SEGMENT_RE, DamagedMarker, Log, quarantine, recover_pending
-from evlog.segment import Segment
+from evlog.store import index as idx
+from evlog.store.framing import classify
+from evlog.store.log import SEGMENT_RE, DamagedMarker, Log, quarantine, recover_pending
+from evlog.store.segment import Segment
 from evlog.units import time_to_us
 
 RECHECKS = 5  # times a segment replaced during its check is checked again
@@ -91,7 +91,7 @@ class _SegmentScan:
 def verify(log: Log, repair: bool = False) -> Report:
     if not repair:
         return _check(log)
-    from evlog.compact import compaction_lock
+    from evlog.store.compact import compaction_lock
 
     with compaction_lock(log, wait=True), log.lock():
         actions = recover_pending(log)  # an interrupted batch of a dead writer: set aside first

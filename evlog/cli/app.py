@@ -17,8 +17,9 @@ from typing import Annotated, Any
 
 import typer
 
-from evlog import __version__, stop
-from evlog.diag import diag
+from evlog import __version__
+from evlog.cli import signals as stop
+from evlog.cli.diag import diag
 from evlog.errors import EvlogError, ExitCode, UsageError
 
 HELP = """evlog keeps an append-only event log in a local directory.
@@ -47,12 +48,12 @@ class State:
     def dir(self) -> Path:
         if self.explicit_dir is not None:
             return self.explicit_dir
-        from evlog.log import default_dir
+        from evlog.store.log import default_dir
 
         return default_dir()
 
-    def log(self):  # noqa: ANN201 - evlog.log.Log, imported lazily
-        from evlog.log import Log
+    def log(self):  # noqa: ANN201 - evlog.store.log.Log, imported lazily
+        from evlog.store.log import Log
 
         return Log.open(self.dir)
 
@@ -151,8 +152,8 @@ def init(
 
     Example: evlog -d ./events init --format msgpack --segment-bytes 16MiB
     """
-    from evlog.log import Log
     from evlog.settings import MIN_SEGMENT_BYTES, Settings
+    from evlog.store.log import Log
     from evlog.units import parse_size
 
     size = _parse("--segment-bytes", parse_size, segment_bytes)
@@ -218,7 +219,7 @@ def append(
 
     Example: jq -c '.[]' orders.json | evlog append --batch
     """
-    from evlog import appending
+    from evlog.ingest import append as appending
 
     state = _state(ctx)
     if batch or stream:
@@ -329,7 +330,7 @@ def read(
 
     Example: evlog read --since 2h --type 'order.>' --where 'data.total > 100'
     """
-    from evlog import reading
+    from evlog.cli import read as reading
     from evlog.units import parse_time_us
 
     if sum(x is not None for x in (from_, since, last)) > 1:
@@ -365,7 +366,7 @@ def tail(
 
     Example: evlog tail -n 20 -f --type 'payment.*'
     """
-    from evlog import reading
+    from evlog.cli import read as reading
 
     query = reading.Query(tail=n, filter=_filter(type_, key, subject, source, where), follow=follow)
     reading.run(_state(ctx).log(), query, _format(format))
@@ -373,7 +374,7 @@ def tail(
 
 def _utf8(what: str, *values: str | None) -> None:
     """Arguments that are not event content must still be UTF-8 text: a usage error otherwise (exit 2)."""
-    from evlog.event import utf8_problem
+    from evlog.ingest.event import utf8_problem
 
     for value in values:
         problem = None if value is None else utf8_problem(what, value)
@@ -381,8 +382,8 @@ def _utf8(what: str, *values: str | None) -> None:
             raise UsageError(problem)
 
 
-def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.filters.Filter
-    from evlog.filters import Filter
+def _filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.query.filters.Filter
+    from evlog.query.filters import Filter
 
     _utf8("--type", *(types or []))
     _utf8("--key", key)
@@ -390,7 +391,7 @@ def _filter(types: list[str] | None, key: str | None, subject: str | None, sourc
     _utf8("--source", source)
     _utf8("--where", where)
     f = Filter(list(types or []), key, subject, source, where)
-    from evlog.framing import CODECS
+    from evlog.store.framing import CODECS
 
     f.compile(CODECS["jsonl"])  # parse now: a bad pattern or expression is a usage error before any output
     return f
@@ -509,14 +510,14 @@ def replay(
 
     Example: evlog replay --group mailer --type 'order.*' --retries 5 -- ./send-mail.sh
     """
-    from evlog import delivery
+    from evlog.consumers import consumer as delivery
     from evlog.units import parse_size, parse_time_us
 
     argv = _handler(command)
     if sum(x is not None for x in (from_, since, last)) > 1:
         raise UsageError("give at most one of --from, --since, --last")
     if group is not None:
-        from evlog.groups import check_name
+        from evlog.consumers.checkpoints import check_name
 
         check_name(group)
     options = delivery.Options(
@@ -542,7 +543,7 @@ def replay(
     )
     flt = _filter(type_, key, subject, source, where)
     log = _state(ctx).log()
-    from evlog.progress import consumer_progress
+    from evlog.cli.progress import consumer_progress
 
     with consumer_progress(log, "replay") as progress:
         consumer = delivery.Consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress)
@@ -571,7 +572,7 @@ def groups_list(
     Example: evlog groups list --json
     """
 
-    from evlog.stats import group_rows
+    from evlog.store.info import group_rows
 
     _rows_out(group_rows(_state(ctx).log()), json_,
               lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")
@@ -592,7 +593,7 @@ def groups_reset(
 
     Example: evlog groups reset mailer --to-time 2026-11-27T08:00:00Z
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
     from evlog.units import parse_time_us
 
     if sum((to is not None, to_time is not None, to_end, to_start)) != 1:
@@ -614,7 +615,7 @@ def groups_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
 
     Example: evlog groups delete mailer
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     consumers.delete_group(_state(ctx).log(), name)
 
@@ -646,8 +647,8 @@ def hooks_add(
 
     Example: evlog hooks add audit --type 'user.>' -- ./audit.sh
     """
-    from evlog import consumers
-    from evlog.groups import check_name
+    from evlog.consumers import admin as consumers
+    from evlog.consumers.checkpoints import check_name
 
     check_name(name, "hook")
     argv = _handler(command)
@@ -678,7 +679,7 @@ def hooks_list(
 
     Example: evlog hooks list --json
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     _rows_out(consumers.hook_rows(_state(ctx).log()), json_, _hook_line)
 
@@ -699,7 +700,7 @@ def hooks_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The
     """
     import msgspec
 
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     _write_out(msgspec.json.encode(consumers.hook_row(_state(ctx).log(), name)) + b"\n")
 
@@ -710,7 +711,7 @@ def hooks_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
 
     Example: evlog hooks remove audit
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     consumers.remove_hook(_state(ctx).log(), name)
 
@@ -721,7 +722,7 @@ def hooks_pause(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Th
 
     Example: evlog hooks pause audit
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     consumers.set_paused(_state(ctx).log(), name, True)
 
@@ -732,7 +733,7 @@ def hooks_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
 
     Example: evlog hooks resume audit
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     consumers.set_paused(_state(ctx).log(), name, False)
 
@@ -749,7 +750,7 @@ def run_hooks(
 
     Example: evlog run --once
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     summaries, errors = consumers.run_hooks(_state(ctx).log(), list(names or []), follow=not once)
     for hook, err in errors:
@@ -787,7 +788,7 @@ def dlq_list(
 
     Example: evlog dlq list --type 'order.*' --json
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     entries = consumers.dead_letter_entries(
         _state(ctx).log(), _filter(type_, key, subject, source, where), hook=hook, group=group
@@ -797,7 +798,7 @@ def dlq_list(
 
         _write_out(b"".join(msgspec.json.encode(e) + b"\n" for e in entries))
         return
-    from evlog.pretty import dead_letter_table
+    from evlog.cli.pretty import dead_letter_table
 
     dead_letter_table(entries)
 
@@ -810,7 +811,7 @@ def dlq_show(ctx: typer.Context, dlq_id: Annotated[int, typer.Argument(help="The
     """
     import msgspec
 
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     entry = consumers.dead_letter(_state(ctx).log(), dlq_id)
     if sys.stdout.isatty():
@@ -825,7 +826,7 @@ def dlq_count(ctx: typer.Context) -> None:
 
     Example: evlog dlq count
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     _write_out(b"%d\n" % len(consumers.dead_letter_entries(_state(ctx).log(), None)))
 
@@ -861,7 +862,7 @@ def dlq_retry(
 
     Example: evlog dlq retry --all --hook mailer
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
 
     ids, command = _ids_and_command(args)
     if not ids and not all_ and hook is None and group is None:
@@ -909,7 +910,7 @@ def dlq_purge(
 
     Example: evlog dlq purge --before 7d
     """
-    from evlog import consumers
+    from evlog.consumers import admin as consumers
     from evlog.units import parse_time_us
 
     if not ids and not all_ and before is None:
@@ -953,8 +954,8 @@ def compact(
 
     Options override evlog.toml. Example (crontab): 17 3 * * * evlog -d /var/lib/events compact --max-age 30d --keys
     """
-    from evlog import compact as compact_mod
-    from evlog.progress import step_progress
+    from evlog.cli.progress import step_progress
+    from evlog.store import compact as compact_mod
     from evlog.units import parse_duration_us, parse_size
 
     age = _parse("--max-age", parse_duration_us, max_age)
@@ -1020,8 +1021,8 @@ def serve(
     or remove it to have a new one generated).
     Example: evlog serve --port 8765 --token-file /etc/evlog/tokens
     """
-    from evlog import server
-    from evlog.stop import Terminated
+    from evlog.cli.signals import Terminated
+    from evlog.net import server
 
     _utf8("--host", host)
     _utf8("--token", token)
@@ -1068,7 +1069,7 @@ def subscribe(
 
     Example: evlog subscribe ws://127.0.0.1:8765/stream --from beginning --type 'order.*'
     """
-    from evlog import subscribe as sub
+    from evlog.net import subscribe as sub
 
     _utf8("URL", url)
     _utf8("--token", token)
@@ -1094,7 +1095,7 @@ def info(
 
     Example: evlog info --json | jq .events
     """
-    from evlog import stats
+    from evlog.store import info as stats
 
     facts = stats.info(_state(ctx).log())
     if json_:
@@ -1116,7 +1117,7 @@ def verify(
 
     Example: evlog verify --repair
     """
-    from evlog import verify as verify_mod
+    from evlog.store import verify as verify_mod
 
     log = _state(ctx).log()
     report = verify_mod.verify(log, repair=repair)

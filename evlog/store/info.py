@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from evlog.log import Log
+from evlog.store.log import Log
 
 
 def info(log: Log) -> dict[str, Any]:
@@ -57,7 +57,7 @@ def info(log: Log) -> dict[str, Any]:
 
 def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
     """Each group's position (the next offset it will be given) and lag."""
-    from evlog.groups import Groups
+    from evlog.consumers.checkpoints import Groups
 
     groups = Groups(log.dir)
     end = end if end is not None else log.next_offset()
@@ -70,7 +70,7 @@ def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
 
 
 def _hooks(log: Log) -> int:
-    from evlog.hooks import Registry
+    from evlog.consumers.hooks import Registry
 
     return len(Registry(log.dir).load())
 

@@ -22,11 +22,11 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.credentials import read_stored_token, redact
-from evlog.diag import diag
+from evlog.cli.diag import diag
 from evlog.errors import EvlogError, UsageError
-from evlog.filters import Filter
-from evlog.framing import Record
+from evlog.net.auth import read_stored_token, redact
+from evlog.query.filters import Filter
+from evlog.store.framing import Record
 
 _decode_record = msgspec.json.Decoder(Record).decode
 BACKOFF_START, BACKOFF_MAX = 0.5, 10.0
@@ -70,10 +70,10 @@ def record_renderer(fmt: str) -> Callable[[str], bytes]:
     if fmt == "data":
         return lambda text: msgspec.json.encode(_decode_record(text).data) + b"\n"
     if fmt == "cloudevents":
-        from evlog.event import cloudevent
+        from evlog.ingest.event import cloudevent
 
         return lambda text: msgspec.json.encode(cloudevent(_decode_record(text))) + b"\n"
-    from evlog.pretty import PrettyRenderer
+    from evlog.cli.pretty import PrettyRenderer
 
     pretty = PrettyRenderer(None)
     return lambda text: pretty.render_record(_decode_record(text))

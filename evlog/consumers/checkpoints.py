@@ -17,8 +17,8 @@ from typing import Annotated
 
 import msgspec
 
-from evlog import index as idx
 from evlog.errors import EvlogError, UsageError, quoted
+from evlog.store import index as idx
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HOOK_PREFIX = "hook."

@@ -50,11 +50,11 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from evlog.credentials import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
-from evlog.diag import diag
+from evlog.cli.diag import diag
 from evlog.errors import CorruptionError, EvlogError, UsageError
-from evlog.filters import Filter
-from evlog.log import Log
+from evlog.net.auth import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
+from evlog.query.filters import Filter
+from evlog.store.log import Log
 from evlog.units import parse_time_us
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
@@ -261,7 +261,7 @@ def parse_query(query: str) -> StreamQuery:
         raise UsageError(f"format={fmt!r}: use json or cloudevents")
     q.format = fmt
     q.filter = Filter(params.get("type", []), one("key"), one("subject"), one("source"), one("where"))
-    from evlog.framing import CODECS
+    from evlog.store.framing import CODECS
 
     q.filter.compile(CODECS["jsonl"])  # a bad pattern or expression is a 400 now, not later
     return q
@@ -366,7 +366,7 @@ class Hub:
             delay = min(FOLLOW_RETRY[1], delay * 2)
 
     def _follow_once(self) -> None:
-        from evlog.follow import Follower
+        from evlog.query.follow import Follower
 
         follower = Follower(self.log, self.next_offset)  # the loop has published everything before it
         try:
@@ -709,7 +709,7 @@ class StreamServer:
     def _cloudevent(self, frame: bytes) -> bytes:
         import msgspec
 
-        from evlog.event import cloudevent
+        from evlog.ingest.event import cloudevent
 
         return msgspec.json.encode(cloudevent(self.log.codec.record(frame)))
 
@@ -734,7 +734,7 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
             ssl_context.load_cert_chain(tls_cert, tls_key)
         except (OSError, ssl.SSLError) as e:
             raise EvlogError(f"cannot load --tls-cert/--tls-key: {e}") from None
-    ws_logger = logging.getLogger("evlog.server.websockets")
+    ws_logger = logging.getLogger("evlog.net.server.websockets")
     ws_logger.propagate = False
     ws_logger.addHandler(_DiagHandler())
     ws_logger.setLevel(logging.ERROR)

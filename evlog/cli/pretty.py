@@ -9,7 +9,7 @@ import msgspec
 from rich.console import Console
 from rich.text import Text
 
-from evlog.framing import Codec, Record
+from evlog.store.framing import Codec, Record
 
 _encode = msgspec.json.Encoder().encode
 TYPE_STYLES = ("cyan", "green", "magenta", "yellow", "blue", "bright_cyan", "bright_green", "bright_magenta")

@@ -1,7 +1,7 @@
 """Machine output formats of records: json, cloudevents, data (SPEC 6 "Output formats").
 
 Each renderer turns a frame into the bytes of one output line. `pretty` is
-for people and lives with the terminal code in evlog.pretty.
+for people and lives with the terminal code in evlog.cli.pretty.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ from collections.abc import Callable
 
 import msgspec
 
-from evlog.event import cloudevent
-from evlog.framing import CRC_SUFFIX_LEN, Codec
+from evlog.ingest.event import cloudevent
+from evlog.store.framing import CRC_SUFFIX_LEN, Codec
 
 FORMATS = ("pretty", "json", "cloudevents", "data")
 Render = Callable[[bytes], bytes]

@@ -19,9 +19,9 @@ from typing import Annotated, Any
 
 import msgspec
 
-from evlog import index as idx
 from evlog.errors import EvlogError, quoted
-from evlog.framing import Record
+from evlog.store import index as idx
+from evlog.store.framing import Record
 from evlog.units import format_time, now_us
 
 _encode = msgspec.json.Encoder().encode
