@@ -12,7 +12,9 @@ import msgspec
 from evlog.ingest.event import Validator
 from evlog.settings import Settings
 from evlog.store.framing import Record
-from evlog.store.log import AppendResult, Log
+from evlog.store.log import Log
+from evlog.store.reader import read_frames
+from evlog.store.writer import AppendResult, open_writer
 
 FORMATS = ("jsonl", "msgpack")
 
@@ -47,7 +49,7 @@ def append(log: Log, events: Iterable[dict[str, Any] | str]) -> AppendResult:
             ev = {"type": ev}
         items.append(make(ev["type"], msgspec.json.encode(ev.get("data")), ev.get("key"),
                                ev.get("subject"), ev.get("source"), ev.get("id")))
-    with log.writer() as w:
+    with open_writer(log) as w:
         return w.append(items)
 
 
@@ -57,7 +59,7 @@ def append_n(log: Log, n: int, type_: str = "t", payload: str = "") -> AppendRes
 
 
 def records(log: Log, **read_args: Any) -> list[Record]:
-    return [log.codec.record(f) for f in log.read(**read_args)]
+    return [log.codec.record(f) for f in read_frames(log, **read_args)]
 
 
 def offsets(log: Log, **read_args: Any) -> list[int]:
@@ -103,7 +105,7 @@ def append_undecodable(directory: Path) -> int:
         rest = b'"type":"bad","source":"old","subject":null,"key":"k","data":"\xff"'
     else:
         rest = msgspec.msgpack.encode(("bad", "old", None, "k"))[1:] + b"\xa1\xff"  # fixarray header dropped
-    with log.writer() as w:
+    with open_writer(log) as w:
         result = w.append([rest])
     assert result.first is not None
     return result.first

@@ -12,9 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import evlog.store.log
+import evlog.store.writer
 from evlog.errors import ExitCode, InvalidEvent
 from evlog.ingest.event import cloudevent, type_problem
 from evlog.store.framing import Record
+from evlog.store.reader import read_frames
+from evlog.store.writer import open_writer
 from evlog.units import format_time, time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -27,7 +30,7 @@ def log(request, tmp_path):
 
 
 def store(log, items) -> list[Record]:
-    with log.writer() as w:
+    with open_writer(log) as w:
         w.append(items)
     return records(log)
 
@@ -188,7 +191,7 @@ def test_an_event_line_is_stored_as_given(log):
 
 def test_a_cloudevents_line_maps_partitionkey_to_key_and_ignores_time_and_sequence(log, monkeypatch):
     """A CloudEvents line takes its key from `partitionkey`; its `time` and `sequence` are replaced by the log's."""
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0)
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
     ce = {"specversion": "1.0", "id": "ce-1", "source": "urn:shop", "type": "order.created",
           "time": "2020-01-01T00:00:00Z", "subject": "sub", "datacontenttype": "application/json",
           "partitionkey": "cust-9", "sequence": "4711", "key": "not-this", "data": {"n": 1}}
@@ -207,13 +210,13 @@ def test_a_cloudevents_line_without_partitionkey_has_no_key(log):
 
 def test_a_read_json_record_is_accepted_and_keeps_its_id(log, tmp_path, monkeypatch):
     """A line printed by `read --format json` is re-imported with its id; its offset and time are the log's own."""
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0)
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
     v = validator(log)
     make = encoder(v)
     store(log, [make("a", b'{"n":1}', "k", "s", "src", None), make("b", b"[1]", None, None, None, "given")])
-    exported = [log.codec.json(f) for f in log.read()]
+    exported = [log.codec.json(f) for f in read_frames(log)]
     other = make_log(tmp_path / "other", "jsonl")
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: T0 + 5_000_000)
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0 + 5_000_000)
     store(other, [make_filler(other)] * 3)
     imported = store(other, [validator(other).from_line(line) for line in exported])[3:]
     originals = records(log)
@@ -232,8 +235,8 @@ def test_reimporting_read_output_within_the_window_appends_nothing(log):
     """Re-importing `read --format json` output into the same log within dedup_window adds nothing twice."""
     make = encoder(validator(log))
     store(log, [make("a", b"1", None, None, None, None) for _ in range(5)])
-    exported = [log.codec.json(f) for f in log.read()]
-    with log.writer() as w:
+    exported = [log.codec.json(f) for f in read_frames(log)]
+    with open_writer(log) as w:
         result = w.append([validator(log).from_line(line) for line in exported])
     assert (result.count, result.duplicates) == (0, 5)
     assert len(records(log)) == 5
@@ -250,7 +253,7 @@ def uuid_ms(text: str) -> int:
 def test_generated_ids_are_uuid7_of_the_append_time_and_sort_by_time(log, monkeypatch):
     """Generated ids are RFC 9562 version 7 UUIDs carrying the append millisecond, sorting in append order."""
     clock = [T0]
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: clock[0])
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: clock[0])
     make = encoder(validator(log))
     for step in (0, 1_000, 1, 250_000, 60_000_000):
         clock[0] += step
@@ -275,7 +278,7 @@ def test_generated_ids_are_uuid7_of_the_append_time_and_sort_by_time(log, monkey
 @pytest.mark.parametrize("ms", [0, 1, 0xFFFF, 0x1_0000, 0x1_0000_0000, 1_800_000_000_123, 253_402_300_799_999])
 def test_generated_ids_carry_any_millisecond(tmp_path, monkeypatch, ms):
     """Ids generated at any millisecond from 1970 to 9999 carry exactly that millisecond."""
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: ms * 1000 + 999)
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: ms * 1000 + 999)
     log = make_log(tmp_path / "log", "jsonl")
     (rec,) = store(log, [encoder(validator(log))("t", b"null", None, None, None, None)])
     assert uuid.UUID(rec.id).version == 7

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from evlog.errors import UsageError
 from evlog.query.filters import Filter, type_pattern
 from evlog.store.framing import CODECS
+from evlog.store.reader import read_frames
 from evlog.units import format_time
 
 TYPE_CHARS = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in "*>")
@@ -163,7 +164,7 @@ def log(request, tmp_path):
 
 def selected(log, flt: Filter) -> list[int]:
     predicate = flt.compile(log.codec)
-    return [log.codec.record(f).data["n"] for f in log.read() if predicate is None or predicate(f)]
+    return [log.codec.record(f).data["n"] for f in read_frames(log) if predicate is None or predicate(f)]
 
 
 def expected_ns(cond) -> list[int]:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evlog.store import index
+from evlog.store.files import write_atomic
 from evlog.store.index import (
     HEADER,
     OFFSET_ENTRY,
@@ -22,7 +23,6 @@ from evlog.store.index import (
     Entries,
     load,
     well_formed,
-    write_atomic,
 )
 
 
@@ -210,7 +210,7 @@ def assert_indexes_match_rebuild(log):
 def test_index_files_written_by_appends_match_a_rebuild(tmp_path, monkeypatch, fmt, interval):
     """Index files written as records are appended (batches, segment rolls, reopened writers) match a rebuild."""
     clock = iter(range(1_800_000_000_000_000, 1_900_000_000_000_000, 1_000))
-    monkeypatch.setattr("evlog.store.log.now_us", lambda: next(clock))
+    monkeypatch.setattr("evlog.store.writer.now_us", lambda: next(clock))
     log = make_log(tmp_path / "log", fmt, segment_bytes=4096, index_interval_bytes=interval)
     rng = random.Random(7)
     for _ in range(25):

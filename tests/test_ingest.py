@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from evlog.errors import ExitCode, InvalidEvent, InvalidLine
 from evlog.ingest import spool as ingest
 from evlog.ingest.spool import Spool, lines, read_batch
+from evlog.store.writer import open_writer
 
 
 def new_spool(log, memory_limit: int | None = None) -> Spool:
@@ -41,7 +42,7 @@ def batch(log, tmp_path, data: bytes, memory_limit: int | None = None) -> Spool:
 
 def append_spool(log, spool) -> None:
     try:
-        with log.writer() as w:
+        with open_writer(log) as w:
             w.append(spool)
     finally:
         spool.close()
@@ -203,7 +204,7 @@ def test_a_batch_stores_what_one_line_at_a_time_stores(tmp_path_factory, events,
     finally:
         os.close(fd)
     other = make_log(base / "other", fmt)
-    with other.writer() as w:
+    with open_writer(other) as w:
         w.append([validator(other).from_line(line) for line in payload.splitlines()])
 
     def fields(log):

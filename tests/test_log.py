@@ -19,11 +19,15 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
+import evlog.store.files
 import evlog.store.index
 import evlog.store.log
+import evlog.store.writer
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
 from evlog.settings import Settings
 from evlog.store.log import Log
+from evlog.store.reader import Reader, last_frames, read_frames
+from evlog.store.writer import open_writer
 from evlog.units import format_time, time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -31,7 +35,7 @@ SEG = 1024
 
 
 class Clock:
-    """A controllable stand-in for evlog.store.log.now_us."""
+    """A controllable stand-in for evlog.store.writer.now_us."""
 
     def __init__(self, t: int = T0) -> None:
         self.t = t
@@ -44,7 +48,7 @@ class Clock:
 
 
 class FailingOs:
-    """Stands in for the `os` module inside evlog.store.log: call number `n` of function `name` raises OSError."""
+    """Stands in for the `os` module inside evlog.store.writer: call number `n` of function `name` raises OSError."""
 
     def __init__(self, name: str, n: int) -> None:
         self.name, self.n, self.calls = name, n, 0
@@ -136,7 +140,7 @@ class LogContract:
         assert records(log, start=5) == []
         assert records(log, last=3) == []
         assert records(log, since_us=T0) == []
-        assert log.tail_with_end(10)[0] == []
+        assert last_frames(log, 10)[0] == []
 
     # -- appending -------------------------------------------------------------------------
 
@@ -171,7 +175,7 @@ class LogContract:
         log = self.make(tmp_path)
         clock = Clock(T0 + 123_456)
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(evlog.store.log, "now_us", clock)
+            m.setattr(evlog.store.writer, "now_us", clock)
             append(log, [{"type": "order.created", "source": "shop", "subject": "sub", "key": "c1",
                           "data": {"n": [1, 2.5, None, "ü\n"]}}, {"type": "x"}])
         a, b = records(log)
@@ -213,7 +217,7 @@ class LogContract:
     def test_time_never_decreases_even_if_the_clock_goes_back(self, tmp_path, monkeypatch):
         """When the clock goes backwards, new records get the last record's time, also after reopening."""
         clock = Clock()
-        monkeypatch.setattr(evlog.store.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.writer, "now_us", clock)
         log = self.make(tmp_path)
         append_n(log, 3)
         clock.advance(-10_000_000)
@@ -232,7 +236,7 @@ class LogContract:
     def test_time_follows_the_clock(self, tmp_path, monkeypatch):
         """Each append is stamped with the clock's time when it is later than the last record's."""
         clock = Clock()
-        monkeypatch.setattr(evlog.store.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.writer, "now_us", clock)
         log = self.make(tmp_path)
         for i in range(5):
             append_n(log, 2)
@@ -245,7 +249,7 @@ class LogContract:
     def test_a_known_id_within_the_window_is_not_appended_again(self, tmp_path, monkeypatch):
         """An id seen within dedup_window is skipped and answered with the existing offset."""
         clock = Clock()
-        monkeypatch.setattr(evlog.store.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.writer, "now_us", clock)
         log = self.make(tmp_path)
         append_n(log, 2)
         r = append(log, [{"type": "a", "id": "A"}])
@@ -271,7 +275,7 @@ class LogContract:
     def test_a_known_id_after_the_window_is_appended_again(self, tmp_path, monkeypatch):
         """Once dedup_window has passed, the same id is a new event."""
         clock = Clock()
-        monkeypatch.setattr(evlog.store.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.writer, "now_us", clock)
         log = self.make(tmp_path, dedup_window_us=120_000_000)
         append(log, [{"type": "a", "id": "A"}])
         clock.advance(119_000_000)
@@ -286,7 +290,7 @@ class LogContract:
     def _timed_log(self, tmp_path, monkeypatch):
         """A log of 12 batches of 8 events, batch b appended at T0 + b seconds; returns it and the batch times."""
         clock = Clock()
-        monkeypatch.setattr(evlog.store.log, "now_us", clock)
+        monkeypatch.setattr(evlog.store.writer, "now_us", clock)
         log = self.make(tmp_path)
         times = []
         for b in range(12):
@@ -341,9 +345,9 @@ class LogContract:
         log, _ = self._timed_log(tmp_path, monkeypatch)
         every = [r.offset for r in records(log)]
         for n in (1, 5, 8, 30, 96, 200):
-            assert [log.codec.record(f).offset for f in log.tail_with_end(n)[0]] == every[-n:]
-        assert log.tail_with_end(0)[0] == []
-        frames, end = log.tail_with_end(3)
+            assert [log.codec.record(f).offset for f in last_frames(log, n)[0]] == every[-n:]
+        assert last_frames(log, 0)[0] == []
+        frames, end = last_frames(log, 3)
         assert end == 96 and len(frames) == 3
 
     def test_tail_with_a_predicate(self, tmp_path, monkeypatch):
@@ -359,10 +363,10 @@ class LogContract:
 
         expected_b3 = [r.offset for r in every if r.data["b"] == 3]
         for n in (1, 3, 8, 50):
-            assert [log.codec.record(f).offset for f in log.tail_with_end(n, is_b3)[0]] == expected_b3[-n:]
+            assert [log.codec.record(f).offset for f in last_frames(log, n, is_b3)[0]] == expected_b3[-n:]
         expected_k1 = [r.offset for r in every if r.key == "k1"]
-        assert [log.codec.record(f).offset for f in log.tail_with_end(20, is_k1)[0]] == expected_k1[-20:]
-        assert log.tail_with_end(5, lambda f: False)[0] == []
+        assert [log.codec.record(f).offset for f in last_frames(log, 20, is_k1)[0]] == expected_k1[-20:]
+        assert last_frames(log, 5, lambda f: False)[0] == []
 
     def test_many_writers_at_once_get_contiguous_offsets(self, tmp_path):
         """Writers appending concurrently (each with its own lock) store every event exactly once, contiguously."""
@@ -394,7 +398,7 @@ class LogContract:
     def test_a_second_locker_that_will_not_wait_is_busy(self, tmp_path):
         """While a writer holds the lock, lock(wait=False) raises Busy."""
         log = self.make(tmp_path)
-        with log.writer():
+        with open_writer(log):
             with pytest.raises(Busy):
                 with Log.open(log.dir).lock(wait=False):
                     pass
@@ -415,7 +419,7 @@ class LogContract:
             before = records(log)
             events = [{"type": "batch", "data": {"n": n, "i": i, "pad": "q" * 40}} for i in range(25)]
             with pytest.MonkeyPatch.context() as m:
-                m.setattr(evlog.store.log, "os", FailingOs(fn, n))
+                m.setattr(evlog.store.writer, "os", FailingOs(fn, n))
                 try:
                     append(log, events)
                 except OSError as e:
@@ -450,7 +454,7 @@ class LogContract:
             raise OSError(errno.EIO, "injected failure of fsync_dir")
 
         with pytest.MonkeyPatch.context() as m:
-            m.setattr(evlog.store.index, "fsync_dir", no_dir_sync)
+            m.setattr(evlog.store.files, "fsync_dir", no_dir_sync)
             with pytest.raises(OSError):
                 append_n(log, 30)
         assert segment_dir_names(log) == before_names
@@ -471,7 +475,7 @@ class LogContract:
             raise RuntimeError("input broke")
 
         with pytest.raises(RuntimeError):
-            with log.writer() as w:
+            with open_writer(log) as w:
                 w.append(items())
         assert record_files(log) == before
         assert append_n(log, 1).first == 4
@@ -493,8 +497,8 @@ class LogContract:
         assert records(log) == expected
         assert records(log, start=15) == expected[15:]
         assert records(log, last=3) == expected[-3:]
-        assert [log.codec.record(f) for f in log.tail_with_end(4)[0]] == expected[-4:]
-        assert log.tail_with_end(1)[1] == 20
+        assert [log.codec.record(f) for f in last_frames(log, 4)[0]] == expected[-4:]
+        assert last_frames(log, 1)[1] == 20
         r = append(log, [{"type": "after"}])
         assert r.first == 20
         assert active.path.read_bytes().startswith(clean)
@@ -523,13 +527,13 @@ class LogContract:
         for read_args in ({}, {"start": 1}, {"last": 39}):
             got = []
             with pytest.raises(CorruptionError) as err:
-                for f in log.read(**read_args):
+                for f in read_frames(log, **read_args):
                     got.append(log.codec.offset(f))
             if "last" not in read_args:  # (counting back for --last may stop at the damage before yielding)
                 assert got == list(range(read_args.get("start", 0), victim))
             assert (err.value.offset, err.value.segment, err.value.position) == (victim, seg.name, pos)
         with pytest.raises(CorruptionError) as err:
-            log.tail_with_end(40)[0]
+            last_frames(log, 40)[0]
         assert err.value.offset == victim
         after = log.segments()[2].base
         assert offsets(log, start=after) == list(range(after, 40))
@@ -548,7 +552,7 @@ class LogContract:
         blob[pos + 12] ^= 0x01
         seg.path.write_bytes(bytes(blob))
         with pytest.raises(CorruptionError) as err:
-            list(log.read())
+            list(read_frames(log))
         assert err.value.offset == 4
         before = seg.path.read_bytes()
         try:
@@ -618,22 +622,22 @@ class LogMachine(RuleBasedStateMachine):
     @rule(start=st.integers(0, 200), length=st.integers(0, 60))
     def read_range(self, start, length):
         to = start + length
-        assert self._rows(self.log.read(start=start, to=to)) == [m for m in self.model if start <= m[0] <= to]
+        assert self._rows(read_frames(self.log, start=start, to=to)) == [m for m in self.model if start <= m[0] <= to]
 
     @rule(n=st.integers(0, 80))
     def read_last(self, n):
         expected = self.model[-n:] if n else []
-        assert self._rows(self.log.read(last=n)) == expected
+        assert self._rows(read_frames(self.log, last=n)) == expected
 
     @rule(n=st.integers(0, 80))
     def tail_n(self, n):
         expected = self.model[-n:] if n else []
-        assert self._rows(self.log.tail_with_end(n)[0]) == expected
+        assert self._rows(last_frames(self.log, n)[0]) == expected
 
     @rule(n=st.integers(1, 30), key=key_st)
     def tail_matching_key(self, n, key):
         codec = self.log.codec
-        rows = self._rows(self.log.tail_with_end(n, lambda f: codec.record(f).key == key)[0])
+        rows = self._rows(last_frames(self.log, n, lambda f: codec.record(f).key == key)[0])
         assert rows == [m for m in self.model if m[2] == key][-n:]
 
     @rule()
@@ -642,7 +646,7 @@ class LogMachine(RuleBasedStateMachine):
 
     @invariant()
     def whole_log_matches(self):
-        assert self._rows(self.log.read()) == self.model
+        assert self._rows(read_frames(self.log, )) == self.model
 
 
 class JsonlLogMachine(LogMachine):
@@ -668,7 +672,7 @@ def test_a_pending_batch_hides_its_segments_and_the_reader_ends_before_them(tmp_
     append_n(log, 40, payload="x" * 100)
     assert len(log.segments()) > 3
     log.pending_path.write_text("0 0\n")  # as if the batch that wrote all of this had not committed
-    reader = log.reader()
+    reader = Reader(log)
     assert [f for chunk in reader.chunks() for f in chunk] == []
     assert reader.next_offset == 0
     log.pending_path.unlink()

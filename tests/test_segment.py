@@ -12,6 +12,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from evlog.store.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
+from evlog.store.reader import last_frames
+from evlog.store.writer import open_writer
 from evlog.units import time_to_us
 
 T0 = 1_800_000_000_000_000
@@ -27,7 +29,7 @@ DAMAGE = [
 
 def clock_at(monkeypatch, times):
     it = iter(times)
-    monkeypatch.setattr("evlog.store.log.now_us", lambda: next(it))
+    monkeypatch.setattr("evlog.store.writer.now_us", lambda: next(it))
 
 
 @pytest.fixture(params=FORMATS)
@@ -188,7 +190,7 @@ def test_reads_through_a_damaged_index_are_right(built, kind):
         assert offsets(built, until_us=t) == list(range(b * PER_BATCH))
     for n in (1, 11, N, N + 3):
         assert offsets(built, last=n) == list(range(max(0, N - n), N))
-        assert [built.codec.record(f) for f in built.tail_with_end(n)[0]] == expected[-n:]
+        assert [built.codec.record(f) for f in last_frames(built, n)[0]] == expected[-n:]
 
 
 @pytest.mark.parametrize("kind", [k for k in DAMAGE if k != "partial_entry"])  # a partial entry is ignored, by design
@@ -245,7 +247,7 @@ def test_a_trailing_partial_entry_is_ignored(built):
 def test_an_empty_segment_has_no_entries_and_an_empty_tail(tmp_path, fmt):
     """A segment with no records seeks to 0, has one chunk at 0 and a tail with no last record."""
     log = make_log(tmp_path / "log", fmt)
-    with log.writer():
+    with open_writer(log):
         pass
     seg = log.segments()[0]
     fd = seg.open()

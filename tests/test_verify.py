@@ -11,6 +11,7 @@ from engine_helpers import FORMATS, append_n, flip_byte, make_log, offsets, reco
 from evlog.errors import CorruptionError
 from evlog.store import verify as verify_mod
 from evlog.store.index import HEADER, OFFSET_ENTRY, TIME_ENTRY
+from evlog.store.reader import read_frames
 from evlog.units import format_time, time_to_us
 
 N = 60
@@ -115,7 +116,7 @@ def test_repair_quarantines_a_damaged_record_and_the_log_works_again(log):
     """--repair moves the damaged bytes into DIR/quarantine/; the log then verifies, reads the rest, and appends on."""
     name, pos, offset, damaged = damage_record(log, 1, 1)
     with pytest.raises(CorruptionError):
-        list(log.read())
+        list(read_frames(log))
     report = verify_mod.verify(log, repair=True)
     assert report.ok and report.problems == []
     assert report.repaired

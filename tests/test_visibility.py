@@ -16,8 +16,9 @@ import msgspec
 import pytest
 from engine_helpers import FORMATS, append, append_n, make_log, offsets, records
 
+import evlog.store.files
 import evlog.store.index
-import evlog.store.log
+import evlog.store.writer
 from evlog.errors import CorruptionError, EvlogError, SettingsError
 from evlog.query.follow import Follower
 from evlog.store import compact as compact_mod
@@ -35,7 +36,7 @@ def uncommitted_batch(log: Log, n: int) -> None:
     pid = os.fork()
     if pid == 0:  # pragma: no cover - the child
         try:
-            evlog.store.log.Writer._commit = lambda self: os._exit(0)  # everything is written; no commit
+            evlog.store.writer.Writer._commit = lambda self: os._exit(0)  # everything is written; no commit
             append(log, [{"type": "uncommitted", "data": {"i": i, "pad": PAD}} for i in range(n)])
         finally:
             os._exit(1)
@@ -94,7 +95,7 @@ def test_a_single_append_whose_fsync_fails_stays_in_the_log(tmp_path: Path, fmt:
             raise exc
 
         with monkeypatch.context() as m:
-            m.setattr(evlog.store.log.os, "fsync", failing_fsync)
+            m.setattr(evlog.store.writer.os, "fsync", failing_fsync)
             with pytest.raises(EvlogError if isinstance(exc, OSError) else KeyboardInterrupt) as raised:
                 append(log, [{"type": "single", "data": seen}])
         if isinstance(exc, OSError):
@@ -147,7 +148,7 @@ def test_a_read_by_time_that_seeks_before_a_key_compaction_reads_the_same_file(
         tmp_path: Path, fmt: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """The same holds for a read that seeks by time."""
     clock = [1_800_000_000_000_000]
-    monkeypatch.setattr(evlog.store.log, "now_us", lambda: clock[0])
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: clock[0])
     log = make_log(tmp_path / "log", fmt, segment_bytes=4096, index_interval_bytes=256)
     for i in range(300):
         append(log, [{"type": "t", "key": f"k{i % 7}", "data": {"i": i, "pad": PAD}}])
@@ -215,8 +216,8 @@ def test_a_batch_whose_rollback_fails_is_never_committed(tmp_path: Path, fmt: st
         real_ftruncate(fd, size)
 
     with monkeypatch.context() as m:
-        m.setattr(evlog.store.log.Writer, "_commit", commit_fails)
-        m.setattr(evlog.store.log.os, "ftruncate", ftruncate)
+        m.setattr(evlog.store.writer.Writer, "_commit", commit_fails)
+        m.setattr(evlog.store.writer.os, "ftruncate", ftruncate)
         with pytest.raises(OSError):
             append(log, [{"type": "failed", "data": {"i": i, "pad": PAD}} for i in range(30)])
     assert os.path.lexists(log.pending_path), "the failed batch was committed"
@@ -232,7 +233,7 @@ def test_an_interrupt_after_the_commit_point_keeps_the_batch(tmp_path: Path, fmt
     the batch in the log: readers may have seen it."""
     log = make_log(tmp_path / "log", fmt, fsync="always")
     append_n(log, 2)
-    real_fsync_dir = evlog.store.index.fsync_dir
+    real_fsync_dir = evlog.store.files.fsync_dir
 
     def interrupted_after_commit(path: Path) -> None:
         real_fsync_dir(path)
@@ -240,7 +241,7 @@ def test_an_interrupt_after_the_commit_point_keeps_the_batch(tmp_path: Path, fmt
             raise KeyboardInterrupt
 
     with monkeypatch.context() as m:
-        m.setattr(evlog.store.index, "fsync_dir", interrupted_after_commit)
+        m.setattr(evlog.store.files, "fsync_dir", interrupted_after_commit)
         with pytest.raises(KeyboardInterrupt):
             append_n(log, 5)
     assert offsets(log) == list(range(7))
@@ -297,7 +298,7 @@ def test_index_rebuilds_from_many_threads_do_not_collide(tmp_path: Path) -> None
         start.wait()
         try:
             for i in range(300):
-                evlog.store.index.write_atomic(target, b"%d %d\n" % (n, i), fsync=False)
+                evlog.store.files.write_atomic(target, b"%d %d\n" % (n, i), fsync=False)
         except BaseException as e:  # noqa: BLE001 - collected for the assertion
             errors.append(e)
 
@@ -333,7 +334,7 @@ def test_readers_do_not_fsync_with_fsync_never(tmp_path: Path, monkeypatch: pyte
     for seg in log.segments()[:-1]:
         seg.index_path.unlink()
     calls = []
-    monkeypatch.setattr(evlog.store.index.os, "fsync", lambda fd: calls.append(fd))
+    monkeypatch.setattr(evlog.store.files.os, "fsync", lambda fd: calls.append(fd))
     assert offsets(log, start=25) == list(range(25, 30))
     assert calls == []
 

@@ -21,6 +21,7 @@ from evlog import __version__
 from evlog.cli import signals as stop
 from evlog.cli.diag import diag
 from evlog.errors import EvlogError, ExitCode, UsageError
+from evlog.store.reader import read_frames
 
 HELP = """evlog keeps an append-only event log in a local directory.
 
@@ -242,7 +243,7 @@ def append(
     payload = appending.payload(fields or [], data)
     log, offset = appending.one(state.dir, type_, payload, key=key, subject=subject, source=source, id_=id_)
     if json_:
-        frame = next(iter(log.read(start=offset, to=offset)))
+        frame = next(iter(read_frames(log, start=offset, to=offset)))
         _write_out(log.codec.json(frame) + b"\n")
     else:
         _write_out(b"%d\n" % offset)

@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from evlog.store.reader import next_offset
+
 
 @contextmanager
 def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | None]:
@@ -18,7 +20,7 @@ def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = max(0, log.next_offset())
+    total = max(0, next_offset(log))
     with Progress(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TextColumn("{task.fields[failures]}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:

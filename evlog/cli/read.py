@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 
 from evlog.query.filters import Filter
 from evlog.store.log import Log
+from evlog.store.reader import Reader, last_frames
 
 FLUSH_BYTES = 1 << 16
 
@@ -49,10 +50,10 @@ def run(log: Log, q: Query, fmt: str) -> None:
     try:
         if q.tail is not None:
             match = q.filter.compile(log.codec)
-            frames, next_offset = log.tail_with_end(q.tail, match)
+            frames, next_offset = last_frames(log, q.tail, match)
             out.write(render(frames))
         else:
-            reader = log.reader()
+            reader = Reader(log)
             chunks = reader.chunks(start=q.start, since_us=q.since_us, last=q.last, to=q.to, until_us=q.until_us)
             remaining = _emit(chunks, select, render, out, remaining)
             if remaining == 0 or q.to is not None or q.until_us is not None:

@@ -15,6 +15,7 @@ from evlog.consumers.hooks import Hook, Registry
 from evlog.errors import EvlogError, UsageError, quoted
 from evlog.query.filters import Filter
 from evlog.store.log import Log
+from evlog.store.reader import next_offset, read_frames
 from evlog.units import parse_duration
 
 
@@ -38,17 +39,17 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     if groups.get(name) is None:
         raise EvlogError(f"no group named {name!r}")
     if to is not None:
-        end = log.next_offset()
+        end = next_offset(log)
         if to > end:  # the group would silently skip the events appended up to `to`
             raise UsageError(f"--to {to} is past the end of the log: the next offset is {end}")
         position = to
     elif to_end:
-        position = log.next_offset()
+        position = next_offset(log)
     elif to_start:
         position = 0
     else:
-        position = next((log.codec.offset(f) for f in log.read(since_us=to_time_us)),
-                        log.next_offset())
+        position = next((log.codec.offset(f) for f in read_frames(log, since_us=to_time_us)),
+                        next_offset(log))
     groups.set(name, position)
     return position
 
@@ -76,7 +77,7 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
 
         diag.warning(f"hook {name}: {problem}; added anyway", hook=name)
     hook = Hook(name, [program, *command[1:]], types, key, subject, source, where, retries, timeout, batch)
-    _groups(log).set(hook.group, 0 if from_start else log.next_offset())
+    _groups(log).set(hook.group, 0 if from_start else next_offset(log))
     hooks[name] = hook
     registry.save(hooks)
 
@@ -105,7 +106,7 @@ def hook_row(log: Log, name: str, end: int | None = None, dead: list[dict[str, A
              hook: Hook | None = None) -> dict[str, Any]:
     if hook is None:
         hook = _hook(log, name)[2]
-    end = log.next_offset() if end is None else end
+    end = next_offset(log) if end is None else end
     position = _groups(log).get(hook.group) or 0
     entries = _dead(log).entries() if dead is None else dead
     return {"name": hook.name, "filters": hook.filters(), "command": hook.command, "position": position,
@@ -115,7 +116,7 @@ def hook_row(log: Log, name: str, end: int | None = None, dead: list[dict[str, A
 
 def hook_rows(log: Log) -> list[dict[str, Any]]:
     hooks = _registry(log).load()
-    end = log.next_offset()
+    end = next_offset(log)
     dead = _dead(log).entries()
     return [hook_row(log, name, end, dead, hook) for name, hook in hooks.items()]
 

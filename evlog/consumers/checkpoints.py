@@ -18,7 +18,7 @@ from typing import Annotated
 import msgspec
 
 from evlog.errors import EvlogError, UsageError, quoted
-from evlog.store import index as idx
+from evlog.store import files
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 HOOK_PREFIX = "hook."
@@ -63,7 +63,7 @@ class Groups:
 
     def set(self, name: str, position: int) -> None:
         self.dir.mkdir(exist_ok=True)
-        idx.write_atomic(self.path(name), msgspec.json.encode(Checkpoint(position)) + b"\n", self.fsync)
+        files.write_atomic(self.path(name), msgspec.json.encode(Checkpoint(position)) + b"\n", self.fsync)
 
     def delete(self, name: str) -> bool:
         try:
@@ -71,7 +71,7 @@ class Groups:
         except FileNotFoundError:
             return False
         if self.fsync:
-            idx.fsync_dir(self.dir)
+            files.fsync_dir(self.dir)
         return True
 
     def names(self) -> list[str]:

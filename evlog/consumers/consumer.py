@@ -36,6 +36,7 @@ from evlog.ingest.event import block_ok
 from evlog.query.filters import Filter
 from evlog.store.framing import Record, undecodable
 from evlog.store.log import Log
+from evlog.store.reader import Reader
 
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
 HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
@@ -226,7 +227,7 @@ class Consumer:
             batch = self.opts.batch
             saved = self.start_position()
             r = self.rng
-            reader = self.log.reader()
+            reader = Reader(self.log)
             if saved is not None:
                 chunks = reader.chunks(start=saved, to=r.to, until_us=r.until_us)
             else:
@@ -498,7 +499,7 @@ class Consumer:
         if self.follow:
             return True
         r = self.rng
-        reader = self.log.reader()
+        reader = Reader(self.log)
         if position is None:
             chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to, until_us=r.until_us)
         else:

@@ -20,7 +20,7 @@ from typing import Annotated, Any
 import msgspec
 
 from evlog.errors import EvlogError, quoted
-from evlog.store import index as idx
+from evlog.store import files
 from evlog.store.framing import Record
 from evlog.units import format_time, now_us
 
@@ -122,9 +122,9 @@ class DeadLetters:
                 if self.fsync:
                     os.fsync(f.fileno())
             if created and self.fsync:
-                idx.fsync_dir(self.path.parent)
+                files.fsync_dir(self.path.parent)
             # Ids are never reused, even after a purge: the last one given out is kept aside.
-            idx.write_atomic(self.seq_path, b"%d\n" % dlq_id, self.fsync)
+            files.write_atomic(self.seq_path, b"%d\n" % dlq_id, self.fsync)
             return dlq_id
 
     def _last_id(self) -> int:
@@ -137,4 +137,4 @@ class DeadLetters:
         """Replace the entries with change(entries), atomically, under the lock."""
         with self.locked():
             kept = change(self.entries())
-            idx.write_atomic(self.path, b"".join(_encode(e) + b"\n" for e in kept), self.fsync)
+            files.write_atomic(self.path, b"".join(_encode(e) + b"\n" for e in kept), self.fsync)

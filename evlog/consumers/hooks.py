@@ -24,7 +24,7 @@ import msgspec
 from evlog.consumers.checkpoints import check_name
 from evlog.errors import EvlogError, UsageError, quoted
 from evlog.query.filters import Filter
-from evlog.store import index as idx
+from evlog.store import files
 from evlog.units import parse_duration
 
 
@@ -116,7 +116,7 @@ class Registry:
                 if value is None or (field == "types" and not value):
                     continue
                 parts.append(f"{field} = {_toml(value)}\n")
-        idx.write_atomic(self.path, "".join(parts).encode(), self.fsync)
+        files.write_atomic(self.path, "".join(parts).encode(), self.fsync)
 
 
 def _problem(hook: Hook) -> tuple[str, str] | None:

@@ -12,6 +12,7 @@ from evlog.ingest.event import MAX_DEPTH, Validator, json_problem, utf8_problem
 from evlog.settings import Settings
 from evlog.store.framing import codec_for
 from evlog.store.log import Log
+from evlog.store.writer import open_writer
 
 DEFAULT_SOURCE = "evlog"
 
@@ -94,7 +95,7 @@ def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subj
     validator, log = _validator_for(directory, source)
     item = validator.item(type_, data, key, subject, source, id_)  # before a log is created
     log = log or _created_like(directory, validator)
-    with log.writer() as w:
+    with open_writer(log) as w:
         result = w.append([item])
     assert result.first_item is not None
     return log, result.first_item
@@ -127,7 +128,7 @@ def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
         log = log or _created_like(directory, validator)
         if not len(spool):
             return BatchSummary(0, None, None, 0)
-        with log.writer() as w:
+        with open_writer(log) as w:
             result = w.append(spool)
     finally:
         spool.close()
@@ -153,7 +154,7 @@ def stream(directory: Path, fd: int, source: str | None) -> int:
                 bad += 1
                 diag.warning(f"line {number}: {e}; skipped")
         if items:
-            with log.writer() as w:
+            with open_writer(log) as w:
                 w.append(items)
     if bad:
         diag.warning(f"{bad} invalid line{'s' if bad != 1 else ''} skipped")

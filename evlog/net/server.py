@@ -55,6 +55,7 @@ from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.net.auth import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
 from evlog.query.filters import Filter
 from evlog.store.log import Log
+from evlog.store.reader import next_offset, read_frames
 from evlog.units import parse_time_us
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
@@ -332,7 +333,7 @@ class Hub:
     def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
         self.log, self.loop, self.metrics = log, loop, metrics
         self.clients: set[_Client] = set()
-        self.next_offset = log.next_offset()
+        self.next_offset = next_offset(log)
         self.ring: list[Entry] = []
         self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
@@ -634,7 +635,7 @@ class StreamServer:
         if isinstance(q.start, int):
             return q.start
         if q.since_us is not None or q.last is not None:
-            first = next(iter(self.log.read(since_us=q.since_us, last=q.last)), None)
+            first = next(iter(read_frames(self.log, since_us=q.since_us, last=q.last)), None)
             return self.log.codec.offset(first) if first is not None else end
         return end
 
@@ -645,7 +646,7 @@ class StreamServer:
         out = []
         size = 0
         try:
-            for frame in self.log.read(start=start):
+            for frame in read_frames(self.log, start=start):
                 json_text = codec.json(frame)
                 out.append((codec.offset(frame), frame, json_text))
                 size += len(frame) + len(json_text)

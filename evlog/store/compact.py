@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from evlog.errors import Busy
-from evlog.store import index as idx
+from evlog.store import files
 from evlog.store.framing import RawRecord
 from evlog.store.log import Log
 from evlog.store.segment import Segment
@@ -140,7 +140,7 @@ def _clean_leftovers(log: Log) -> None:
     """Remove what a killed compaction left (temporary files, index files of deleted segments), and
     the temporary files of other evlog processes that died."""
     for d in (log.segments_dir, log.dir, log.dir / "groups"):
-        idx.clean_temporary(d)
+        files.clean_temporary(d)
     try:
         names = os.listdir(log.segments_dir)
     except FileNotFoundError:
@@ -204,7 +204,7 @@ class _Compaction:
                 if new_info is not None:
                     after_infos.append(new_info)
         if doomed and not self.dry_run and self.fsync:
-            idx.fsync_dir(self.log.segments_dir)
+            files.fsync_dir(self.log.segments_dir)
         after_infos.append(active)
         result.after = Stats(len(after_infos), sum(i.count for i in after_infos),
                              sum(i.files_size for i in after_infos))
@@ -392,7 +392,7 @@ class _Compaction:
         os.replace(tmp_index, seg.index_path)
         os.replace(tmp_time, seg.time_path)
         if self.fsync:
-            idx.fsync_dir(d)
+            files.fsync_dir(d)
         self.step()
         return _Seg(seg, kept, pos, pos + len(off_data) + len(time_data), info.last_time_us)
 

@@ -13,16 +13,13 @@ starts at least `index_interval_bytes` after the previous entry's record::
 Index files are caches. A trailing partial entry is ignored; an entry is
 trusted only after the record it points at has been read and matches it; a
 file with a bad header, or whose entry fails that check, is rebuilt from the
-segment. Rebuilt files are written to a temporary name, fsynced, renamed.
+segment. Rebuilt files are written with files.write_atomic.
 """
 
 from __future__ import annotations
 
 import array
-import contextlib
 import operator
-import os
-import re
 import struct
 import sys
 from bisect import bisect_right
@@ -112,65 +109,3 @@ def _columns(data: bytes, width: int, n: int, signed_first: bool = False) -> lis
 
 def header(magic: bytes, base: int) -> bytes:
     return HEADER.pack(magic, base)
-
-
-def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
-    """Replace `path` with `data`: temporary file, fsync, rename, directory fsync.
-
-    The temporary file is `.NAME.PID.RANDOM.tmp`: unique per call (threads of one
-    process never share one), and `clean_temporary` can tell a dead writer's leftovers.
-    """
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(6).hex()}{TEMP_SUFFIX}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask applies (SPEC 7)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if fsync:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    if fsync:
-        fsync_dir(path.parent)
-
-
-TEMP_SUFFIX = ".tmp"
-_TEMP_RE = re.compile(r"\..+\.(\d+)\.[^.]+\.tmp")
-
-
-def clean_temporary(directory: Path) -> list[str]:
-    """Remove the temporary files (see write_atomic) of processes that no longer run; their names."""
-    removed: list[str] = []
-    try:
-        names = os.listdir(directory)
-    except FileNotFoundError:
-        return removed
-    for name in names:
-        m = _TEMP_RE.fullmatch(name)
-        if m is None or _alive(int(m.group(1))):
-            continue
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(directory / name)
-            removed.append(name)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -8,6 +8,7 @@ from typing import Any
 import msgspec
 
 from evlog.store.log import Log
+from evlog.store.reader import next_offset
 
 
 def info(log: Log) -> dict[str, Any]:
@@ -60,7 +61,7 @@ def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
     from evlog.consumers.checkpoints import Groups
 
     groups = Groups(log.dir)
-    end = end if end is not None else log.next_offset()
+    end = end if end is not None else next_offset(log)
     rows = []
     for name in groups.names():
         position = groups.get(name)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.store import index
+from evlog.store import files, index
 from evlog.store.framing import Codec, FrameReader
 from evlog.store.index import OFFSET_ENTRY, OFFSET_MAGIC, TIME_ENTRY, TIME_MAGIC, Entries
 from evlog.units import time_to_us
@@ -85,8 +85,8 @@ class Segment:
         off_data, time_data = self.encode_entries(entries, with_header=True)
         if write:
             try:
-                index.write_atomic(self.index_path, off_data, self.fsync)
-                index.write_atomic(self.time_path, time_data, self.fsync)
+                files.write_atomic(self.index_path, off_data, self.fsync)
+                files.write_atomic(self.time_path, time_data, self.fsync)
             except OSError:
                 pass  # a read-only directory: the rebuilt index still serves this process
         return Entries(off_data, OFFSET_ENTRY), Entries(time_data, TIME_ENTRY)

@@ -39,9 +39,12 @@ from typing import Any
 import msgspec
 
 from evlog.errors import CorruptionError
+from evlog.store import files
 from evlog.store import index as idx
+from evlog.store.files import quarantine
 from evlog.store.framing import classify
-from evlog.store.log import SEGMENT_RE, DamagedMarker, Log, quarantine, recover_pending
+from evlog.store.log import SEGMENT_RE, DamagedMarker, Log
+from evlog.store.recovery import recover_pending
 from evlog.store.segment import Segment
 from evlog.units import time_to_us
 
@@ -96,7 +99,7 @@ def verify(log: Log, repair: bool = False) -> Report:
     with compaction_lock(log, wait=True), log.lock():
         actions = recover_pending(log)  # an interrupted batch of a dead writer: set aside first
         for d in (log.segments_dir, log.dir, log.dir / "groups"):
-            actions += [f"removed {d / n}, left by a process that died" for n in idx.clean_temporary(d)]
+            actions += [f"removed {d / n}, left by a process that died" for n in files.clean_temporary(d)]
         actions += _repair(log)
         after = _check(log)
     after.repaired = actions
@@ -369,7 +372,7 @@ def _rewrite(log: Log, seg: Segment, fd: int, scan: _SegmentScan) -> list[str]:
     if scan.torn is not None:
         moved.append((*scan.torn, "incomplete last record"))
     for a, b, why in moved:
-        keep = quarantine(log, f"{seg.name}.{a}", why.replace(" ", "-"), os.pread(fd, b - a, a))
+        keep = quarantine(log.dir, f"{seg.name}.{a}", why.replace(" ", "-"), os.pread(fd, b - a, a))
         actions.append(f"moved {b - a} bytes ({why}) from {seg.name} at byte {a} to {keep}")
     tmp = seg.path.with_name(f".{seg.name}.repair")
     with open(tmp, "wb") as out:
@@ -378,7 +381,7 @@ def _rewrite(log: Log, seg: Segment, fd: int, scan: _SegmentScan) -> list[str]:
         out.flush()
         os.fsync(out.fileno())
     os.replace(tmp, seg.path)  # the point of no return: the segment without the damage
-    idx.fsync_dir(seg.path.parent)
+    files.fsync_dir(seg.path.parent)
     return actions
 
 
@@ -388,8 +391,8 @@ def _seal(log: Log, base: int) -> str:
     fd = os.open(seg.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     os.close(fd)
     for path, magic in ((seg.index_path, idx.OFFSET_MAGIC), (seg.time_path, idx.TIME_MAGIC)):
-        idx.write_atomic(path, idx.header(magic, base), True)
-    idx.fsync_dir(log.segments_dir)
+        files.write_atomic(path, idx.header(magic, base), True)
+    files.fsync_dir(log.segments_dir)
     return f"started segment {seg.name}: the next append continues after the last kept offset"
 
 
