@@ -13,7 +13,7 @@ from evlog.ingest.event import Validator
 from evlog.settings import Settings
 from evlog.store.framing import Record
 from evlog.store.log import Log
-from evlog.store.reader import read_frames
+from evlog.store.reader import Range, read_frames
 from evlog.store.writer import AppendResult, open_writer
 
 FORMATS = ("jsonl", "msgpack")
@@ -59,7 +59,7 @@ def append_n(log: Log, n: int, type_: str = "t", payload: str = "") -> AppendRes
 
 
 def records(log: Log, **read_args: Any) -> list[Record]:
-    return [log.codec.record(f) for f in read_frames(log, **read_args)]
+    return [log.codec.record(f) for f in read_frames(log, Range(**read_args))]
 
 
 def offsets(log: Log, **read_args: Any) -> list[int]:

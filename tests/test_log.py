@@ -26,7 +26,7 @@ import evlog.store.writer
 from evlog.errors import Busy, CorruptionError, EvlogError, LogNotFound
 from evlog.settings import Settings
 from evlog.store.log import Log
-from evlog.store.reader import Reader, last_frames, read_frames
+from evlog.store.reader import Range, Reader, last_frames, read_frames
 from evlog.store.writer import open_writer
 from evlog.units import format_time, time_to_us
 
@@ -527,7 +527,7 @@ class LogContract:
         for read_args in ({}, {"start": 1}, {"last": 39}):
             got = []
             with pytest.raises(CorruptionError) as err:
-                for f in read_frames(log, **read_args):
+                for f in read_frames(log, Range(**read_args)):
                     got.append(log.codec.offset(f))
             if "last" not in read_args:  # (counting back for --last may stop at the damage before yielding)
                 assert got == list(range(read_args.get("start", 0), victim))
@@ -622,12 +622,13 @@ class LogMachine(RuleBasedStateMachine):
     @rule(start=st.integers(0, 200), length=st.integers(0, 60))
     def read_range(self, start, length):
         to = start + length
-        assert self._rows(read_frames(self.log, start=start, to=to)) == [m for m in self.model if start <= m[0] <= to]
+        expected = [m for m in self.model if start <= m[0] <= to]
+        assert self._rows(read_frames(self.log, Range(start=start, to=to))) == expected
 
     @rule(n=st.integers(0, 80))
     def read_last(self, n):
         expected = self.model[-n:] if n else []
-        assert self._rows(read_frames(self.log, last=n)) == expected
+        assert self._rows(read_frames(self.log, Range(last=n))) == expected
 
     @rule(n=st.integers(0, 80))
     def tail_n(self, n):
@@ -646,7 +647,7 @@ class LogMachine(RuleBasedStateMachine):
 
     @invariant()
     def whole_log_matches(self):
-        assert self._rows(read_frames(self.log, )) == self.model
+        assert self._rows(read_frames(self.log)) == self.model
 
 
 class JsonlLogMachine(LogMachine):

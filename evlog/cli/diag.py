@@ -23,7 +23,9 @@ class Diagnostics:
             self.format = fmt
         self.threshold = LEVELS["error"] if quiet else LEVELS["debug"] if verbose else LEVELS["info"]
 
-    def emit(self, level: str, msg: str, **fields: Any) -> None:
+    def emit(self, level: str, message: str, **fields: Any) -> None:
+        """One diagnostic; also the `Report` that the layers below the command line are given."""
+        msg = message
         if LEVELS[level] < self.threshold:
             return
         if self.format == "json":

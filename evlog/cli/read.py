@@ -1,32 +1,92 @@
-"""`read` and `tail`: select frames, render them, write them to stdout, follow."""
+"""`read` and `tail`: select records, render them, write them to stdout, follow."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from typing import Annotated
 
+import typer
+
+from evlog.cli.options import (
+    FollowOpt,
+    FormatOpt,
+    FromOpt,
+    KeyOpt,
+    LastOpt,
+    SinceOpt,
+    SourceOpt,
+    SubjectOpt,
+    ToOpt,
+    TypeOpt,
+    UntilOpt,
+    WhereOpt,
+    make_filter,
+    make_range,
+    out_format,
+    state,
+)
 from evlog.query.filters import Filter
 from evlog.store.log import Log
-from evlog.store.reader import Reader, last_frames
+from evlog.store.reader import EVERYTHING, Range, Reader, last_frames
 
-FLUSH_BYTES = 1 << 16
+app = typer.Typer(add_completion=False)
+
+
+@app.command()
+def read(
+    ctx: typer.Context,
+    from_: FromOpt = None,
+    since: SinceOpt = None,
+    last: LastOpt = None,
+    to: ToOpt = None,
+    until: UntilOpt = None,
+    limit: Annotated[
+        int | None, typer.Option("--limit", min=0, metavar="N", help="Stop after N matching events.")
+    ] = None,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    format: FormatOpt = None,
+    follow: FollowOpt = False,
+) -> None:
+    """Print events in offset order (the whole log unless a range is given; one of --from/--since/--last).
+
+    Example: evlog read --since 2h --type 'order.>' --where 'data.total > 100'
+    """
+    rng = make_range(from_, since, last, to, until)
+    flt = make_filter(type_, key, subject, source, where)
+    _run(state(ctx).log(), rng, flt, out_format(format), limit=limit, follow=follow)
+
+
+@app.command()
+def tail(
+    ctx: typer.Context,
+    n: Annotated[
+        int, typer.Option("-n", "--lines", metavar="N", min=0, help="How many of the last matching events.")
+    ] = 10,
+    type_: TypeOpt = None,
+    key: KeyOpt = None,
+    subject: SubjectOpt = None,
+    source: SourceOpt = None,
+    where: WhereOpt = None,
+    format: FormatOpt = None,
+    follow: FollowOpt = False,
+) -> None:
+    """Print the last N matching events, oldest first; -f keeps following.
+
+    Example: evlog tail -n 20 -f --type 'payment.*'
+    """
+    flt = make_filter(type_, key, subject, source, where)
+    _run(state(ctx).log(), EVERYTHING, flt, out_format(format), tail=n, follow=follow)
+
+
+# -- selecting, rendering, following -------------------------------------------------------------
 
 Select = Callable[[list[bytes]], list[bytes]]
 RenderMany = Callable[[list[bytes]], bytes]
-
-
-@dataclass
-class Query:
-    start: int | None = None
-    since_us: int | None = None
-    last: int | None = None
-    to: int | None = None
-    until_us: int | None = None
-    limit: int | None = None
-    tail: int | None = None
-    filter: Filter = field(default_factory=Filter)
-    follow: bool = False
 
 
 def _render(fmt: str, log: Log) -> RenderMany:
@@ -40,30 +100,30 @@ def _render(fmt: str, log: Log) -> RenderMany:
     return renderer_many(fmt, log.codec)
 
 
-def run(log: Log, q: Query, fmt: str) -> None:
-    select = q.filter.compile_chunk(log.codec)
+def _run(log: Log, rng: Range, flt: Filter, fmt: str, *, limit: int | None = None, tail: int | None = None,
+         follow: bool = False) -> None:
+    """Print the records of the range (or the last `tail`) that pass the filter, at most `limit`; follow."""
+    select = flt.compile_chunk(log.codec)
     render = _render(fmt, log)
     out = sys.stdout.buffer
-    remaining = q.limit
+    remaining = limit
     if remaining == 0:
         return
     try:
-        if q.tail is not None:
-            match = q.filter.compile(log.codec)
-            frames, next_offset = last_frames(log, q.tail, match)
+        if tail is not None:
+            frames, next_offset = last_frames(log, tail, flt.compile(log.codec))
             out.write(render(frames))
         else:
             reader = Reader(log)
-            chunks = reader.chunks(start=q.start, since_us=q.since_us, last=q.last, to=q.to, until_us=q.until_us)
-            remaining = _emit(chunks, select, render, out, remaining)
-            if remaining == 0 or q.to is not None or q.until_us is not None:
+            remaining = _emit(reader.chunks(rng), select, render, out, remaining)
+            if remaining == 0 or rng.bounded:
                 return
             next_offset = reader.next_offset
-            if q.start is not None:
-                next_offset = max(next_offset, q.start)
+            if rng.start is not None:
+                next_offset = max(next_offset, rng.start)
     finally:
         out.flush()
-    if q.follow:
+    if follow:
         _follow(log, next_offset, select, render, remaining)
 
 

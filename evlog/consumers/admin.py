@@ -15,7 +15,7 @@ from evlog.consumers.hooks import Hook, Registry
 from evlog.errors import EvlogError, UsageError, quoted
 from evlog.query.filters import Filter
 from evlog.store.log import Log
-from evlog.store.reader import next_offset, read_frames
+from evlog.store.reader import Range, next_offset, read_frames
 from evlog.units import parse_duration
 
 
@@ -48,7 +48,7 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     elif to_start:
         position = 0
     else:
-        position = next((log.codec.offset(f) for f in read_frames(log, since_us=to_time_us)),
+        position = next((log.codec.offset(f) for f in read_frames(log, Range(since_us=to_time_us))),
                         next_offset(log))
     groups.set(name, position)
     return position

@@ -36,7 +36,7 @@ from evlog.ingest.event import block_ok
 from evlog.query.filters import Filter
 from evlog.store.framing import Record, undecodable
 from evlog.store.log import Log
-from evlog.store.reader import Reader
+from evlog.store.reader import Range, Reader
 
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
 HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
@@ -59,15 +59,6 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)
     max_memory: int | None = None
     dry_run: bool = False
-
-
-@dataclass
-class Range:
-    start: int | None = None
-    since_us: int | None = None
-    last: int | None = None
-    to: int | None = None
-    until_us: int | None = None
 
 
 @dataclass
@@ -228,11 +219,7 @@ class Consumer:
             saved = self.start_position()
             r = self.rng
             reader = Reader(self.log)
-            if saved is not None:
-                chunks = reader.chunks(start=saved, to=r.to, until_us=r.until_us)
-            else:
-                chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to,
-                                       until_us=r.until_us)
+            chunks = reader.chunks(r if saved is None else Range(start=saved, to=r.to, until_us=r.until_us))
             pending: list[bytes] = []
 
             def take(chunk: list[bytes], flush: bool) -> None:
@@ -268,7 +255,7 @@ class Consumer:
                 out.put((pending, offset_of(pending[-1]) + 1))
                 pending = []
             next_offset = max(reader.next_offset, saved or 0, r.start or 0)
-            if self.follow and r.to is None and r.until_us is None:
+            if self.follow and not r.bounded:
                 from evlog.query.follow import Follower
 
                 follower = Follower(self.log, next_offset)
@@ -500,10 +487,7 @@ class Consumer:
             return True
         r = self.rng
         reader = Reader(self.log)
-        if position is None:
-            chunks = reader.chunks(start=r.start, since_us=r.since_us, last=r.last, to=r.to, until_us=r.until_us)
-        else:
-            chunks = reader.chunks(start=position, to=r.to, until_us=r.until_us)
+        chunks = reader.chunks(r if position is None else Range(start=position, to=r.to, until_us=r.until_us))
         for chunk in chunks:
             if chunk and (self.select is None or self._select(self.select, chunk)[0]):
                 return True

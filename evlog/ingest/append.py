@@ -6,9 +6,9 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.cli.diag import diag
 from evlog.errors import EvlogError, InvalidEvent, UsageError, quoted
 from evlog.ingest.event import MAX_DEPTH, Validator, json_problem, utf8_problem
+from evlog.report import Report, quiet
 from evlog.settings import Settings
 from evlog.store.framing import codec_for
 from evlog.store.log import Log
@@ -87,7 +87,7 @@ def _json(name: str, text: bytes, max_depth: int) -> bytes:
 
 
 def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
-        source: str | None, id_: str | None) -> tuple[Log, int]:
+        source: str | None, id_: str | None, report: Report = quiet) -> tuple[Log, int]:
     """Append one event; returns the log and its offset (the earlier one for a known --id)."""
     for name, value in (("TYPE", type_), ("--key", key), ("--subject", subject), ("--source", source),
                         ("--id", id_)):
@@ -96,6 +96,7 @@ def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subj
     item = validator.item(type_, data, key, subject, source, id_)  # before a log is created
     log = log or _created_like(directory, validator)
     with open_writer(log) as w:
+        _tell(w.notes, report)
         result = w.append([item])
     assert result.first_item is not None
     return log, result.first_item
@@ -117,7 +118,7 @@ class BatchSummary(msgspec.Struct):
         return f"appended {self.count} events, offsets {self.first}..{self.last}{dup}"
 
 
-def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
+def batch(directory: Path, fd: int, source: str | None, report: Report = quiet) -> BatchSummary:
     """`append --batch`: validate all of stdin, then append it in one locked write."""
     from evlog.ingest.spool import Spool, read_batch
 
@@ -129,14 +130,16 @@ def batch(directory: Path, fd: int, source: str | None) -> BatchSummary:
         if not len(spool):
             return BatchSummary(0, None, None, 0)
         with open_writer(log) as w:
+            _tell(w.notes, report)
             result = w.append(spool)
     finally:
         spool.close()
     return BatchSummary(result.count, result.first, result.last, result.duplicates)
 
 
-def stream(directory: Path, fd: int, source: str | None) -> int:
-    """`append --stream`: commit the lines that arrived together as one group; returns bad lines."""
+def stream(directory: Path, fd: int, source: str | None, report: Report = quiet) -> int:
+    """`append --stream`: commit the lines that arrived together as one group; returns bad lines (each
+    reported as it is skipped)."""
     from evlog.ingest.spool import lines
 
     validator, log = _validator_for(directory, source)
@@ -152,11 +155,16 @@ def stream(directory: Path, fd: int, source: str | None) -> int:
                 items.append(validator.from_line(line))
             except InvalidEvent as e:
                 bad += 1
-                diag.warning(f"line {number}: {e}; skipped")
+                report("warning", f"line {number}: {e}; skipped", line=number)
         if items:
             with open_writer(log) as w:
+                _tell(w.notes, report)
                 w.append(items)
-    if bad:
-        diag.warning(f"{bad} invalid line{'s' if bad != 1 else ''} skipped")
     return bad
+
+
+def _tell(notes: list[str], report: Report) -> None:
+    """What a writer did before appending (a torn tail cut, a dead writer's batch set aside)."""
+    for note in notes:
+        report("warning", note)
 

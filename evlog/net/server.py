@@ -55,7 +55,7 @@ from evlog.errors import CorruptionError, EvlogError, UsageError
 from evlog.net.auth import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
 from evlog.query.filters import Filter
 from evlog.store.log import Log
-from evlog.store.reader import next_offset, read_frames
+from evlog.store.reader import Range, next_offset, read_frames
 from evlog.units import parse_time_us
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
@@ -635,7 +635,7 @@ class StreamServer:
         if isinstance(q.start, int):
             return q.start
         if q.since_us is not None or q.last is not None:
-            first = next(iter(read_frames(self.log, since_us=q.since_us, last=q.last)), None)
+            first = next(iter(read_frames(self.log, Range(since_us=q.since_us, last=q.last))), None)
             return self.log.codec.offset(first) if first is not None else end
         return end
 
@@ -646,7 +646,7 @@ class StreamServer:
         out = []
         size = 0
         try:
-            for frame in read_frames(self.log, start=start):
+            for frame in read_frames(self.log, Range(start=start)):
                 json_text = codec.json(frame)
                 out.append((codec.offset(frame), frame, json_text))
                 size += len(frame) + len(json_text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import bisect
 import os
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 from evlog.errors import CorruptionError, EvlogError
 from evlog.store.framing import Codec, classify, corruption
@@ -22,10 +23,29 @@ from evlog.store.segment import Segment
 from evlog.units import format_time
 
 
-def read_frames(log: Log, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
-         to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
+@dataclass(frozen=True)
+class Range:
+    """A range of the log: where reading starts (an offset, a time, or the n-th last record; at most one,
+    or the beginning) and where it stops (an offset, inclusive; a time, exclusive; or never)."""
+
+    start: int | None = None
+    since_us: int | None = None
+    last: int | None = None
+    to: int | None = None
+    until_us: int | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the range ends before the log does."""
+        return self.to is not None or self.until_us is not None
+
+
+EVERYTHING = Range()
+
+
+def read_frames(log: Log, rng: Range = EVERYTHING) -> Iterator[bytes]:
     """The frames of the range, in offset order; raises CorruptionError at a bad record."""
-    return Reader(log).frames(start=start, since_us=since_us, last=last, to=to, until_us=until_us)
+    return Reader(log).frames(rng)
 
 
 def last_frames(log: Log, n: int, match: Callable[[bytes], bool] | None = None) -> tuple[list[bytes], int]:
@@ -80,16 +100,14 @@ class Reader:
     def _stop(self, seg: Segment) -> int | None:
         return self.limit[1] if self.limit is not None and seg.base == self.limit[0] else None
 
-    def frames(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
-               to: int | None = None, until_us: int | None = None) -> Iterator[bytes]:
-        for chunk in self.chunks(start=start, since_us=since_us, last=last, to=to, until_us=until_us):
+    def frames(self, rng: Range = EVERYTHING) -> Iterator[bytes]:
+        for chunk in self.chunks(rng):
             yield from chunk
 
-    def chunks(self, *, start: int | None = None, since_us: int | None = None, last: int | None = None,
-               to: int | None = None, until_us: int | None = None) -> Iterator[list[bytes]]:
+    def chunks(self, rng: Range = EVERYTHING) -> Iterator[list[bytes]]:
         """The frames of the range in offset order, a list at a time; raises CorruptionError at a bad record."""
         try:
-            yield from self._chunks(start, since_us, last, to, until_us)
+            yield from self._chunks(rng.start, rng.since_us, rng.last, rng.to, rng.until_us)
         finally:
             self.close()
 

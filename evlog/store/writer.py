@@ -34,7 +34,7 @@ from evlog.store import files
 from evlog.store import index as idx
 from evlog.store.framing import classify
 from evlog.store.log import DamagedMarker, Log
-from evlog.store.reader import Reader
+from evlog.store.reader import Range, Reader
 from evlog.store.recovery import recover_pending
 from evlog.store.segment import Segment
 from evlog.units import format_time, now_us, time_to_us
@@ -225,7 +225,7 @@ class Writer:
             since = now_us() - self.log.settings.dedup_window_us
             head = self.codec.head
             recent: dict[str, int] = {}
-            for frame in Reader(self.log).frames(since_us=since):
+            for frame in Reader(self.log).frames(Range(since_us=since)):
                 off, id_, _ = head(frame)
                 recent.setdefault(id_, off)
             self.recent_ids = recent

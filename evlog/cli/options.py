@@ -1,0 +1,236 @@
+"""What the commands share: the global state, option declarations, argument checks and output helpers."""
+
+from __future__ import annotations
+
+import enum
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from evlog.cli.diag import diag
+from evlog.errors import UsageError
+
+INVOCATION: list[str] = []  # the raw arguments, for commands that must see where `--` was
+
+
+class State:
+    def __init__(self, directory: Path | None, debug: bool) -> None:
+        self.explicit_dir = directory
+        self.debug = debug
+
+    @property
+    def dir(self) -> Path:
+        if self.explicit_dir is not None:
+            return self.explicit_dir
+        from evlog.store.log import default_dir
+
+        return default_dir()
+
+    def log(self):  # noqa: ANN201 - evlog.store.log.Log, imported lazily
+        from evlog.store.log import Log
+
+        return Log.open(self.dir)
+
+
+class LogFormat(enum.StrEnum):
+    text = "text"
+    json = "json"
+
+
+class OutFormat(enum.StrEnum):
+    pretty = "pretty"
+    json = "json"
+    cloudevents = "cloudevents"
+    data = "data"
+
+
+class StoreFormat(enum.StrEnum):
+    jsonl = "jsonl"
+    msgpack = "msgpack"
+
+
+class FsyncMode(enum.StrEnum):
+    always = "always"
+    batch = "batch"
+    never = "never"
+
+
+class OnFailure(enum.StrEnum):
+    dead_letter = "dead-letter"
+    stop = "stop"
+
+
+def state(ctx: typer.Context) -> State:
+    obj = ctx.find_root().obj
+    assert isinstance(obj, State)
+    return obj
+
+
+def parse_arg(what: str, parse: Any, text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise UsageError(f"{what}: {e}") from None
+
+
+def rows_out(rows: list[dict[str, Any]], json_: bool, line: Any) -> None:
+    """A JSON array with --json, else one text line per row."""
+    if json_:
+        import msgspec
+
+        write_out(msgspec.json.encode(rows) + b"\n")
+    else:
+        sys.stdout.write("".join(line(r) + "\n" for r in rows))
+
+
+def write_out(data: bytes | None) -> None:
+    if data:
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+
+
+# -- ranges, filters, formats ------------------------------------------------------------------
+
+FromOpt = Annotated[int | None, typer.Option("--from", min=0, metavar="OFFSET", help="Start at this offset.")]
+SinceOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m."
+    ),
+]
+LastOpt = Annotated[
+    int | None,
+    typer.Option("--last", min=0, metavar="N", help="Start at the N-th last event (counted before filtering)."),
+]
+ToOpt = Annotated[int | None, typer.Option("--to", min=0, metavar="OFFSET", help="Stop after this offset (inclusive).")]
+UntilOpt = Annotated[str | None, typer.Option("--until", metavar="TIME", help="Stop before this time (exclusive).")]
+TypeOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--type",
+        metavar="PATTERN",
+        help="Type pattern (repeatable; any may match): * is one token, a last > the rest.",
+        show_default=False,
+    ),
+]
+KeyOpt = Annotated[str | None, typer.Option("--key", metavar="KEY", help="Only events with this key.")]
+SubjectOpt = Annotated[str | None, typer.Option("--subject", metavar="SUBJECT", help="Only events with this subject.")]
+SourceOpt = Annotated[str | None, typer.Option("--source", metavar="SOURCE", help="Only events from this source.")]
+WhereOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--where",
+        metavar="EXPR",
+        help="Expression over the record, e.g. 'data.n > 4 and type matches \"^order\\.\"'"
+        " (matches takes RE2 syntax: linear time, no backreferences or look-around).",
+    ),
+]
+FormatOpt = Annotated[
+    OutFormat | None,
+    typer.Option("--format", help="Output format (default: pretty on a terminal, else json).", show_default=False),
+]
+FollowOpt = Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new events as they arrive.")]
+
+
+def make_range(from_: int | None, since: str | None, last: int | None, to: int | None, until: str | None):  # noqa: ANN201 - evlog.store.reader.Range
+    """The range of --from/--since/--last (at most one) and --to/--until."""
+    from evlog.store.reader import Range
+    from evlog.units import parse_time_us
+
+    if sum(x is not None for x in (from_, since, last)) > 1:
+        raise UsageError("give at most one of --from, --since, --last")
+    return Range(start=from_, since_us=parse_arg("--since", parse_time_us, since), last=last, to=to,
+                 until_us=parse_arg("--until", parse_time_us, until))
+
+
+def check_utf8(what: str, *values: str | None) -> None:
+    """Arguments that are not event content must still be UTF-8 text: a usage error otherwise (exit 2)."""
+    from evlog.ingest.event import utf8_problem
+
+    for value in values:
+        problem = None if value is None else utf8_problem(what, value)
+        if problem:
+            raise UsageError(problem)
+
+
+def make_filter(types: list[str] | None, key: str | None, subject: str | None, source: str | None, where: str | None):  # noqa: ANN202 - evlog.query.filters.Filter
+    from evlog.query.filters import Filter
+
+    check_utf8("--type", *(types or []))
+    check_utf8("--key", key)
+    check_utf8("--subject", subject)
+    check_utf8("--source", source)
+    check_utf8("--where", where)
+    f = Filter(list(types or []), key, subject, source, where)
+    from evlog.store.framing import CODECS
+
+    f.compile(CODECS["jsonl"])  # parse now: a bad pattern or expression is a usage error before any output
+    return f
+
+
+def out_format(fmt: OutFormat | None) -> str:
+    if fmt is not None:
+        return fmt.value
+    return "pretty" if sys.stdout.isatty() else "json"
+
+
+# -- handlers ------------------------------------------------------------------------------------
+
+CommandArg = Annotated[
+    list[str] | None,
+    typer.Argument(
+        metavar="-- COMMAND [ARG]...",
+        help="The handler: an argument vector, never run through a shell.",
+        show_default=False,
+    ),
+]
+
+
+TimeoutOpt = Annotated[
+    str, typer.Option("--timeout", metavar="DURATION", help="Kill the handler's process group after this.")
+]
+RetriesOpt = Annotated[int, typer.Option("--retries", metavar="N", min=0, help="Retries after a failure.")]
+BatchOpt = Annotated[int, typer.Option("--batch", min=1, metavar="N", help="Up to N records per handler call.")]
+
+
+def duration(what: str, text: str, positive: bool = False) -> float:
+    from evlog.units import parse_duration
+
+    seconds = float(parse_arg(what, parse_duration, text))
+    if positive and seconds <= 0:
+        raise UsageError(f"{what}: must be longer than 0, not {text!r}")
+    return seconds
+
+
+def handler_argv(command: list[str] | None) -> list[str]:
+    if not command:
+        raise UsageError("give the handler command after --, e.g. `-- ./handle.sh` or `-- sh -c 'cat >> out'`")
+    check_utf8("the handler command (kept in hooks.toml and dead-letter entries)", *command)
+    return list(command)
+
+
+def env_pairs(pairs: list[str] | None) -> dict[str, str]:
+    env = {}
+    for pair in pairs or []:
+        check_utf8("--env", pair)
+        name, eq, value = pair.partition("=")
+        if not eq or not name:
+            raise UsageError(f"--env {pair!r}: use NAME=VALUE")
+        env[name] = value
+    return env
+
+
+def summary_out(summary: Any, json_: bool) -> None:
+    if json_:
+        import msgspec
+
+        write_out(msgspec.json.encode(summary.as_dict()) + b"\n")
+    diag.info(summary.text())
+
+
+HookOpt = Annotated[str | None, typer.Option("--hook", metavar="NAME", help="Only entries of this hook.")]
+GroupOpt = Annotated[str | None, typer.Option("--group", metavar="NAME", help="Only entries of this group.")]
