@@ -48,7 +48,8 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import ClientConnection
 
 from evlog.errors import UsageError
-from evlog.net.server import RING_BYTES, RING_EVENTS, STALL_SECONDS, STEP_BYTES, parse_query
+from evlog.net.hub import RING_BYTES, RING_EVENTS, STEP_BYTES
+from evlog.net.server import STALL_SECONDS, parse_query
 
 BURST = 30_000  # events in one burst; with their padding, more bytes than the server's ring holds
 
@@ -323,7 +324,7 @@ def test_a_malformed_number_is_refused_before_the_upgrade(server: Server, client
 def test_a_time_before_the_epoch_starts_at_the_beginning(cli: Evlog, server: Server, clients: Clients) -> None:
     """`since` far in the past (before 1970, within what RFC 3339 can write) is the whole log."""
     cli.batch([{"type": "t", "data": i} for i in range(3)])
-    for since in ("1900-01-01", "0001-01-01T00:00:00Z", "100000d"):
+    for since in ("1900-01-01", "0001-01-01T00:00:00Z", "36500d"):
         ws = clients.connect(server, q(since=since))
         assert offsets(receive(ws, 3)) == [0, 1, 2], since
 

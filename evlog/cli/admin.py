@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -101,13 +101,36 @@ def info(
 
     Example: evlog info --json | jq .events
     """
-    from evlog.store import info as stats
+    import msgspec
 
-    facts = stats.info(state(ctx).log())
+    from evlog.consumers.admin import consumer_facts
+    from evlog.store.info import info as storage_facts
+
+    log = state(ctx).log()
+    facts = storage_facts(log)
+    facts |= consumer_facts(log, None if facts["last_offset"] is None else facts["last_offset"] + 1)
     if json_:
-        write_out(stats.to_json(facts) + b"\n")
+        write_out(msgspec.json.encode(facts) + b"\n")
     else:
-        sys.stdout.write(stats.to_text(facts))
+        sys.stdout.write(_info_text(facts))
+
+
+def _info_text(facts: dict[str, Any]) -> str:
+    rows = [
+        ("directory", facts["dir"]),
+        ("format", facts["format"]),
+        ("segments", facts["segments"]),
+        ("events", facts["events"]),
+        ("offsets", "-" if facts["first_offset"] is None else f"{facts['first_offset']}..{facts['last_offset']}"),
+        ("bytes", facts["bytes"]),
+        ("oldest", facts["oldest_time"] or "-"),
+        ("newest", facts["newest_time"] or "-"),
+        ("groups", ", ".join(f"{g['name']} (lag {g['lag']})" for g in facts["groups"]) or "none"),
+        ("hooks", facts["hooks"]),
+        ("dead letters", facts["dead_letters"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "".join(f"{k.ljust(width)}  {v}\n" for k, v in rows)
 
 
 @app.command()

@@ -113,7 +113,8 @@ def replay(
     from evlog.cli.progress import consumer_progress
 
     with consumer_progress(log, "replay") as progress:
-        consumer = delivery.Consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress)
+        consumer = delivery.Consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress,
+                                     report=diag.emit)
         summary = consumer.run()
     if dry_run:
         diag.info(f"dry run: {summary.events} events would be delivered; nothing was run")
@@ -136,7 +137,10 @@ def run_hooks(
     """
     from evlog.consumers import admin as consumers
 
-    summaries, errors = consumers.run_hooks(state(ctx).log(), list(names or []), follow=not once)
+    summaries, errors = consumers.run_hooks(state(ctx).log(), list(names or []), follow=not once,
+                                            report=diag.emit)
+    if not summaries and not errors:
+        diag.info("no active hooks to run")
     for hook, err in errors:
         diag.error(f"hook {hook}: {err}")
     if errors:  # the first hook's reason decides, as if it had run alone (a corrupt record: 5)

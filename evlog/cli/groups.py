@@ -27,7 +27,7 @@ def groups_list(
     Example: evlog groups list --json
     """
 
-    from evlog.store.info import group_rows
+    from evlog.consumers.admin import group_rows
 
     rows_out(group_rows(state(ctx).log()), json_,
               lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")

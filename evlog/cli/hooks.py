@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from evlog.cli.diag import diag
 from evlog.cli.options import (
     BatchOpt,
     CommandArg,
@@ -59,7 +60,7 @@ def hooks_add(
     argv = handler_argv(command)
     duration("--timeout", timeout, positive=True)
     make_filter(type_, key, subject, source, where)
-    consumers.add_hook(
+    warnings = consumers.add_hook(
         state(ctx).log(),
         name,
         argv,
@@ -73,6 +74,8 @@ def hooks_add(
         batch=batch,
         from_start=from_start,
     )
+    for warning in warnings:
+        diag.warning(warning, hook=name)
 
 
 @app.command("list")

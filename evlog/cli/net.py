@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.diag import diag
 from evlog.cli.options import (
     FormatOpt,
     KeyOpt,
@@ -75,6 +76,7 @@ def serve(
     """
     from evlog.cli.signals import Terminated
     from evlog.net import server
+    from evlog.net.auth import Tokens
 
     check_utf8("--host", host)
     check_utf8("--token", token)
@@ -84,7 +86,7 @@ def serve(
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
     log = state(ctx).log()
-    tokens = server.Tokens(log.dir, token, token_file)
+    tokens = Tokens(log.dir, token, token_file, report=diag.emit)
     signum = server.run(
         log,
         host=host,
@@ -94,6 +96,7 @@ def serve(
         max_clients=max_clients,
         tls_cert=tls_cert,
         tls_key=tls_key,
+        report=diag.emit,
     )
     raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
 

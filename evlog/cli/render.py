@@ -6,13 +6,12 @@ for people and lives with the terminal code in evlog.cli.pretty.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Callable
 
 import msgspec
 
 from evlog.ingest.event import cloudevent
-from evlog.store.framing import CRC_SUFFIX_LEN, Codec
+from evlog.store.framing import Codec
 
 FORMATS = ("pretty", "json", "cloudevents", "data")
 Render = Callable[[bytes], bytes]
@@ -45,8 +44,7 @@ def renderer(fmt: str, codec: Codec) -> Render:
 
 def renderer_many(fmt: str, codec: Codec) -> Callable[[list[bytes]], bytes]:
     """Render a list of frames at once (the hot path of `read`)."""
-    if fmt == "json" and codec.name == "jsonl":
-        body = operator.itemgetter(slice(None, -CRC_SUFFIX_LEN))
-        return lambda frames: b"}\n".join(map(body, frames)) + b"}\n" if frames else b""
+    if fmt == "json":
+        return codec.json_lines
     one = renderer(fmt, codec)
     return lambda frames: b"".join(map(one, frames))

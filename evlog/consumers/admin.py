@@ -14,6 +14,7 @@ from evlog.consumers.deadletter import DeadLetters
 from evlog.consumers.hooks import Hook, Registry
 from evlog.errors import EvlogError, UsageError, quoted
 from evlog.query.filters import Filter
+from evlog.report import Report, quiet
 from evlog.store.log import Log
 from evlog.store.reader import Range, next_offset, read_frames
 from evlog.units import parse_duration
@@ -63,7 +64,8 @@ def delete_group(log: Log, name: str) -> None:
 
 def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: str | None,
              subject: str | None, source: str | None, where: str | None, retries: int, timeout: str,
-             batch: int, from_start: bool) -> None:
+             batch: int, from_start: bool) -> list[str]:
+    """Register a hook; returns warnings (a command that cannot run now is added anyway)."""
     registry = _registry(log)
     hooks = registry.load()
     if name in hooks:
@@ -72,14 +74,12 @@ def add_hook(log: Log, name: str, command: list[str], *, types: list[str], key: 
     if "/" in program:  # `run` may start from any directory: keep where ./handle.sh is now
         program = os.path.abspath(program)
     problem = _cannot_run(program)
-    if problem:
-        from evlog.cli.diag import diag
-
-        diag.warning(f"hook {name}: {problem}; added anyway", hook=name)
+    warnings = [f"hook {name}: {problem}; added anyway"] if problem else []
     hook = Hook(name, [program, *command[1:]], types, key, subject, source, where, retries, timeout, batch)
     _groups(log).set(hook.group, 0 if from_start else next_offset(log))
     hooks[name] = hook
     registry.save(hooks)
+    return warnings
 
 
 def _cannot_run(program: str) -> str | None:
@@ -134,7 +134,9 @@ def set_paused(log: Log, name: str, paused: bool) -> None:
     registry.save(hooks)
 
 
-def run_hooks(log: Log, names: list[str], follow: bool) -> tuple[list[Summary], list[tuple[str, BaseException]]]:
+def run_hooks(log: Log, names: list[str], follow: bool,
+              report: Report = quiet) -> tuple[list[Summary], list[tuple[str, BaseException]]]:
+    """Run every active hook (or the named ones) side by side; no summaries when there is none to run."""
     hooks = _registry(log).load()
     for name in names:
         check_name(name, "hook")
@@ -143,13 +145,10 @@ def run_hooks(log: Log, names: list[str], follow: bool) -> tuple[list[Summary], 
     chosen = [h for n, h in hooks.items() if (n in names if names else not h.paused)]
     consumers = [
         Consumer(log, Options(command=h.command, retries=h.retries, timeout=parse_duration(h.timeout),
-                              batch=h.batch), h.filter(), hook=h.name, follow=follow)
+                              batch=h.batch), h.filter(), hook=h.name, follow=follow, report=report)
         for h in chosen
     ]
     if not consumers:
-        from evlog.cli.diag import diag
-
-        diag.info("no active hooks to run")
         return [], []
     summaries, errors = run_consumers(consumers)
     return summaries, [(c.hook or "?", e) for c, e in errors]
@@ -222,3 +221,22 @@ def purge(log: Log, ids: list[int], *, all_: bool, before_us: int | None) -> int
 
     _dead(log).rewrite(change)
     return removed
+
+
+# -- facts -------------------------------------------------------------------------------------
+
+def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
+    """Each group's position (the next offset it will be given) and lag."""
+    groups = _groups(log)
+    end = end if end is not None else next_offset(log)
+    rows = []
+    for name in groups.names():
+        position = groups.get(name)
+        if position is not None:
+            rows.append({"name": name, "position": position, "lag": max(0, end - position)})
+    return rows
+
+
+def consumer_facts(log: Log, end: int | None = None) -> dict[str, Any]:
+    """What `evlog info` tells of the consumers: groups with lag, the number of hooks and of dead letters."""
+    return {"groups": group_rows(log, end), "hooks": len(_registry(log).load()), "dead_letters": _dead(log).count()}

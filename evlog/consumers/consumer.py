@@ -34,6 +34,7 @@ from evlog.consumers.deadletter import Containment, DeadLetterFull, DeadLetters
 from evlog.errors import EvlogError, ExitCode, UndecodableRecord
 from evlog.ingest.event import block_ok
 from evlog.query.filters import Filter
+from evlog.report import Report, quiet
 from evlog.store.framing import Record, undecodable
 from evlog.store.log import Log
 from evlog.store.reader import Range, Reader
@@ -152,12 +153,11 @@ class Consumer:
     def __init__(self, log: Log, options: Options, flt: Filter | None = None, *, group: str | None = None,
                  hook: str | None = None, rng: Range | None = None, follow: bool = False,
                  progress: Callable[[Summary], None] | None = None,
-                 out_fd: int = 1, err_fd: int = 2) -> None:
+                 out_fd: int = 1, err_fd: int = 2, report: Report = quiet) -> None:
         self.log, self.opts = log, options
+        self.report = report
         self.select = (flt or Filter()).compile_chunk(log.codec)
-        from evlog.cli.render import renderer_many
-
-        self.as_json = renderer_many("json", log.codec)
+        self.as_json = log.codec.json_lines
         self.group, self.hook = group, hook
         self.checkpoint_name = group if hook is None else f"hook.{hook}"
         self.rng = rng or Range()
@@ -471,14 +471,12 @@ class Consumer:
             return e
         self.summary.dead_lettered += n
         task.done = True
-        from evlog.cli.diag import diag
-
         if not outcome.started:
             self.cannot_start = HandlerCannotStart(outcome.error or "cannot start", what)
             return self.cannot_start
         who = f"hook {self.hook}: " if self.hook else ""
-        diag.warning(f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
-                     **({"hook": self.hook} if self.hook else {}))
+        self.report("warning", f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
+                    **({"hook": self.hook} if self.hook else {}))
         return None
 
     def _more_after(self, position: int | None) -> bool:

@@ -99,6 +99,14 @@ class DeadLetters:
                 out.append(entry)
         return out
 
+    def count(self) -> int:
+        """The number of entries (non-blank lines; not parsed, so a damaged file still counts)."""
+        try:
+            with open(self.path, "rb") as f:
+                return sum(1 for line in f if line.strip())
+        except FileNotFoundError:
+            return 0
+
     def add(self, *, group: str | None, hook: str | None, command: list[str], attempts: int,
             exit_code: int | None, error: str, stderr: bytes, event: Any,
             containment: Containment | None = None) -> int:

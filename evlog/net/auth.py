@@ -20,12 +20,15 @@ server.
 from __future__ import annotations
 
 import errno
+import hmac
 import os
+import secrets
 import stat
 import urllib.parse
 from pathlib import Path
 
 from evlog.errors import EvlogError, UsageError
+from evlog.report import Report, quiet
 
 REDACTED = "[redacted]"
 MIN_TOKEN_LENGTH = 7
@@ -110,3 +113,101 @@ def redact(path: str) -> str:
             pair = f"{name}{eq}{REDACTED}"
         parts.append(pair)
     return base + "?" + "&".join(parts) + hash_ + fragment
+
+
+class Tokens:
+    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token.
+
+    Every token has at least MIN_TOKEN_LENGTH characters: a shorter --token or EVLOG_TOKEN is a usage
+    error, a shorter line of --token-file an error at start-up and, when the file is rewritten later, a
+    line that is skipped with a warning (the other lines take effect, so revoking still works). A token
+    shorter than GOOD_TOKEN_LENGTH is accepted with a warning.
+    """
+
+    def __init__(self, log_dir: Path, token: str | None, token_file: Path | None, report: Report = quiet) -> None:
+        self.file, self.report = token_file, report
+        self.file_sig: tuple[int, int, int] | None = None
+        self.tokens: list[bytes] = []
+        self.where = ""
+        if token_file is not None:
+            self._reload()
+            if not self.tokens:
+                raise EvlogError(f"--token-file {token_file}: holds no token")
+            self.where = f"tokens from {token_file} (re-read when it changes)"
+        elif token:
+            from_env = token == os.environ.get("EVLOG_TOKEN")
+            source = "EVLOG_TOKEN" if from_env else "--token"
+            self.tokens = [check_token(token, source).encode()]
+            weak = weak_token_warning(token, source)
+            if weak:
+                self.report("warning", weak)
+            self.where = "EVLOG_TOKEN" if from_env else "the given token"
+        else:
+            path = log_dir / ".serve-token"
+            self.tokens = [_stored_token(path).encode()]
+            self.where = f"a token stored in {path} (mode 0600)"
+
+    def _reload(self) -> None:
+        assert self.file is not None
+        first = self.file_sig is None
+        try:
+            st = os.stat(self.file)
+            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
+            if sig == self.file_sig:
+                return
+            text = self.file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as e:
+            if first:
+                why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
+                raise EvlogError(f"--token-file {self.file}: {why}") from None
+            return  # keep the tokens we had while the file is being replaced
+        tokens = []
+        for n, line in enumerate(text.splitlines(), 1):
+            candidate = line.strip()
+            if not candidate:
+                continue
+            if len(candidate) < MIN_TOKEN_LENGTH:
+                problem = f"--token-file {self.file}: line {n}: a token must be at least {MIN_TOKEN_LENGTH} characters"
+                if first:
+                    raise EvlogError(problem)
+                self.report("warning", problem + "; that line is ignored")
+                continue
+            weak = weak_token_warning(candidate, f"--token-file {self.file}: line {n}") if first else None
+            if weak:
+                self.report("warning", weak)
+            tokens.append(candidate.encode())
+        if first and st.st_mode & 0o077:
+            self.report("warning", f"--token-file {self.file} is open to group or others "
+                         f"(mode {stat.S_IMODE(st.st_mode):04o}): consider `chmod 600 {self.file}`")
+        self.tokens = tokens
+        self.file_sig = sig
+
+    def accepts(self, candidate: str | None) -> bool:
+        if self.file is not None:
+            self._reload()
+        if not candidate:
+            return False
+        given = candidate.encode()
+        ok = False
+        for t in self.tokens:  # every token is compared: the time does not tell which one matched
+            ok |= hmac.compare_digest(given, t)
+        return ok
+
+
+def _stored_token(path: Path) -> str:
+    """The token in DIR/.serve-token, made (mode 0600, never through a symbolic link) when there is none."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except FileExistsError:  # also a symbolic link, dangling or not: read_stored_token says so
+        stored = read_stored_token(path)
+        if stored is None:
+            raise EvlogError(f"{path} vanished while it was read: try again") from None
+        return stored
+    except OSError as e:
+        raise EvlogError(f"cannot create {path}: {e.strerror}") from None
+    token = secrets.token_urlsafe(32)
+    with os.fdopen(fd, "w") as f:
+        f.write(token + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    return token

@@ -25,167 +25,37 @@ query strings in access logs have their token redacted.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import hmac
 import json
 import logging
-import os
 import re
-import secrets
 import signal
-import stat
-import struct
-import threading
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 from websockets.protocol import State
 
-from evlog.cli.diag import diag
 from evlog.errors import CorruptionError, EvlogError, UsageError
-from evlog.net.auth import MIN_TOKEN_LENGTH, check_token, read_stored_token, redact, weak_token_warning
+from evlog.net.auth import Tokens, redact
+from evlog.net.hub import RING_STEP, STEP_BYTES, Entry, Hub
 from evlog.query.filters import Filter
+from evlog.report import Report, quiet
 from evlog.store.log import Log
-from evlog.store.reader import Range, next_offset, read_frames
+from evlog.store.reader import Range, read_frames
 from evlog.units import parse_time_us
 
-RING_EVENTS = 50_000       # newest events kept in memory for all clients together
-RING_BYTES = 32 << 20      # ... and at most this many bytes of them (frames and their JSON)
-RING_STEP = 1_000          # events taken at once, from the ring or from disk ...
-STEP_BYTES = 1 << 20       # ... and at most this many bytes of them (frames and JSON), or one bigger event
 STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
 CLOSE_GRACE = 10.0         # then the connection is dropped if the close cannot get through
 MAX_MESSAGE = 4096         # inbound: clients have nothing to say but control frames
 TRY_AGAIN_LATER = 1013
-FOLLOW_RETRY = (0.5, 5.0)  # following that failed is tried again after this long, doubling up to the second
 START_HEADER = "X-Evlog-Start-Offset"  # on the 101 response: the first offset the stream may send
-
-
-def text_frames(messages: list[bytes]) -> bytes:
-    """RFC 6455 frames, one unmasked final text frame per message (UTF-8 JSON), joined."""
-    parts = []
-    for m in messages:
-        n = len(m)
-        if n < 126:
-            parts.append(_FRAME_SHORT[n])
-        elif n < 65536:
-            parts.append(_HEAD_16.pack(0x81, 126, n))
-        else:
-            parts.append(_HEAD_64.pack(0x81, 127, n))
-        parts.append(m)
-    return b"".join(parts)
-
-
-_FRAME_SHORT = [bytes((0x81, n)) for n in range(126)]
-_HEAD_16 = struct.Struct("!BBH")
-_HEAD_64 = struct.Struct("!BBQ")
-
-
-class Tokens:
-    """Accepted tokens: given, from a file re-read when it changes, or generated into DIR/.serve-token.
-
-    Every token has at least MIN_TOKEN_LENGTH characters: a shorter --token or EVLOG_TOKEN is a usage
-    error, a shorter line of --token-file an error at start-up and, when the file is rewritten later, a
-    line that is skipped with a warning (the other lines take effect, so revoking still works). A token
-    shorter than GOOD_TOKEN_LENGTH is accepted with a warning.
-    """
-
-    def __init__(self, log_dir: Path, token: str | None, token_file: Path | None) -> None:
-        self.file = token_file
-        self.file_sig: tuple[int, int, int] | None = None
-        self.tokens: list[bytes] = []
-        self.where = ""
-        if token_file is not None:
-            self._reload()
-            if not self.tokens:
-                raise EvlogError(f"--token-file {token_file}: holds no token")
-            self.where = f"tokens from {token_file} (re-read when it changes)"
-        elif token:
-            from_env = token == os.environ.get("EVLOG_TOKEN")
-            source = "EVLOG_TOKEN" if from_env else "--token"
-            self.tokens = [check_token(token, source).encode()]
-            weak = weak_token_warning(token, source)
-            if weak:
-                diag.warning(weak)
-            self.where = "EVLOG_TOKEN" if from_env else "the given token"
-        else:
-            path = log_dir / ".serve-token"
-            self.tokens = [_stored_token(path).encode()]
-            self.where = f"a token stored in {path} (mode 0600)"
-
-    def _reload(self) -> None:
-        assert self.file is not None
-        first = self.file_sig is None
-        try:
-            st = os.stat(self.file)
-            sig = (st.st_ino, st.st_mtime_ns, st.st_size)
-            if sig == self.file_sig:
-                return
-            text = self.file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as e:
-            if first:
-                why = e.strerror if isinstance(e, OSError) else "not UTF-8 text"
-                raise EvlogError(f"--token-file {self.file}: {why}") from None
-            return  # keep the tokens we had while the file is being replaced
-        tokens = []
-        for n, line in enumerate(text.splitlines(), 1):
-            candidate = line.strip()
-            if not candidate:
-                continue
-            if len(candidate) < MIN_TOKEN_LENGTH:
-                problem = f"--token-file {self.file}: line {n}: a token must be at least {MIN_TOKEN_LENGTH} characters"
-                if first:
-                    raise EvlogError(problem)
-                diag.warning(problem + "; that line is ignored")
-                continue
-            weak = weak_token_warning(candidate, f"--token-file {self.file}: line {n}") if first else None
-            if weak:
-                diag.warning(weak)
-            tokens.append(candidate.encode())
-        if first and st.st_mode & 0o077:
-            diag.warning(f"--token-file {self.file} is open to group or others "
-                         f"(mode {stat.S_IMODE(st.st_mode):04o}): consider `chmod 600 {self.file}`")
-        self.tokens = tokens
-        self.file_sig = sig
-
-    def accepts(self, candidate: str | None) -> bool:
-        if self.file is not None:
-            self._reload()
-        if not candidate:
-            return False
-        given = candidate.encode()
-        ok = False
-        for t in self.tokens:  # every token is compared: the time does not tell which one matched
-            ok |= hmac.compare_digest(given, t)
-        return ok
-
-
-def _stored_token(path: Path) -> str:
-    """The token in DIR/.serve-token, made (mode 0600, never through a symbolic link) when there is none."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
-    except FileExistsError:  # also a symbolic link, dangling or not: read_stored_token says so
-        stored = read_stored_token(path)
-        if stored is None:
-            raise EvlogError(f"{path} vanished while it was read: try again") from None
-        return stored
-    except OSError as e:
-        raise EvlogError(f"cannot create {path}: {e.strerror}") from None
-    token = secrets.token_urlsafe(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(token + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return token
 
 
 @dataclass
@@ -313,157 +183,6 @@ class _Client:
         self.lagging = False
 
 
-Entry = tuple[int, bytes, bytes]  # offset, frame, the record as JSON
-
-
-class Hub:
-    """Follows the log once for every client and keeps the newest frames in a bounded ring.
-
-    Clients read the ring at their own pace through their own cursor (an
-    offset); one that is behind the ring reads from disk instead. So a burst
-    larger than the ring costs nothing but disk reads, and memory stays the
-    ring's, whatever clients do. A client that does not take what is there
-    for STALL_SECONDS is closed with 1013.
-
-    The follower thread hands new entries to the event loop a step at a time
-    (RING_STEP events, STEP_BYTES bytes) and waits until each step is in the
-    ring, so nothing piles up between the thread and the loop.
-    """
-
-    def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, metrics: Metrics) -> None:
-        self.log, self.loop, self.metrics = log, loop, metrics
-        self.clients: set[_Client] = set()
-        self.next_offset = next_offset(log)
-        self.ring: list[Entry] = []
-        self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
-        self.ring_bytes = 0
-        self.problem: str | None = None  # why following fails, while it does (set on the loop)
-        self.failures = 0
-        self.following = False  # the follower thread's own view: its current try has polled successfully
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._follow, name="evlog-hub", daemon=True)
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _follow(self) -> None:
-        """Follow the log until stopped; when following fails (a damaged record, an I/O error), report it
-        and try again from the next offset, with backoff, so that streaming recovers by itself (after
-        `evlog verify --repair`, say)."""
-        delay = FOLLOW_RETRY[0]
-        while not self.stop.is_set():
-            self.following = False
-            try:
-                self._follow_once()
-                return
-            except Exception as e:  # noqa: BLE001 - reported once per outage; the next try may succeed
-                if self.stop.is_set():
-                    return
-                self.loop.call_soon_threadsafe(self._failed, f"following the log failed: {e}")
-            if self.following:  # it worked for a while: a new outage starts the backoff again
-                delay = FOLLOW_RETRY[0]
-            if self.stop.wait(delay):
-                return
-            delay = min(FOLLOW_RETRY[1], delay * 2)
-
-    def _follow_once(self) -> None:
-        from evlog.query.follow import Follower
-
-        follower = Follower(self.log, self.next_offset)  # the loop has published everything before it
-        try:
-            frames = follower.poll()  # raises at once while the damage that stopped the last try is there
-        except BaseException:
-            follower.close()
-            raise
-        self.following = True
-        if self.problem is not None:
-            self.loop.call_soon_threadsafe(self._recovered)
-        for batch in self._steps(frames):
-            if not self._hand_over(batch):
-                return
-        for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
-            for batch in self._steps(frames):
-                if not self._hand_over(batch):
-                    return
-
-    def _failed(self, problem: str) -> None:
-        if self.problem is None:  # logged once per outage, however often it is tried again
-            diag.error(problem + " (trying again; /health reports it until following works)")
-        self.problem = problem
-        self.failures += 1
-
-    def _recovered(self) -> None:
-        if self.problem is not None:
-            diag.info(f"following the log again from offset {self.next_offset}")
-        self.problem = None
-
-    def _steps(self, frames: list[bytes]) -> Iterator[list[Entry]]:
-        """`frames` as entries, a step (RING_STEP events, STEP_BYTES bytes, at least one event) at a time."""
-        offset_of, to_json = self.log.codec.offset, self.log.codec.json
-        batch: list[Entry] = []
-        size = 0
-        for f in frames:
-            j = to_json(f)
-            batch.append((offset_of(f), f, j))
-            size += len(f) + len(j)
-            if len(batch) >= RING_STEP or size >= STEP_BYTES:
-                yield batch
-                batch, size = [], 0
-        if batch:
-            yield batch
-
-    def _hand_over(self, batch: list[Entry]) -> bool:
-        """Put `batch` in the ring (on the loop) and wait until it is there; False when stopping."""
-        done = threading.Event()
-        self.loop.call_soon_threadsafe(self._publish, batch, done)
-        while not done.wait(0.5):
-            if self.stop.is_set():
-                return False
-        return True
-
-    def _publish(self, batch: list[Entry], done: threading.Event | None = None) -> None:
-        end = self.ring_ends[-1] if self.ring_ends else 0
-        for _, f, j in batch:
-            end += len(f) + len(j)
-            self.ring_ends.append(end)
-        self.ring.extend(batch)
-        self.ring_bytes = end - (self.ring_ends[0] - _size(self.ring[0]))
-        drop = 0
-        while len(self.ring) - drop > RING_EVENTS or (self.ring_bytes > RING_BYTES and len(self.ring) - drop > 1):
-            self.ring_bytes -= _size(self.ring[drop])
-            drop += 1
-        if drop:
-            del self.ring[:drop]
-            del self.ring_ends[:drop]
-        self.next_offset = batch[-1][0] + 1
-        for c in self.clients:
-            c.wake.set()
-        if done is not None:
-            done.set()
-
-    def from_ring(self, offset: int) -> list[Entry] | None:
-        """Entries from `offset` on, a step at most (RING_STEP events, STEP_BYTES bytes, at least one), or None
-        when `offset` is older than the ring."""
-        ring = self.ring
-        if not ring or offset < ring[0][0]:
-            return None
-        i = bisect.bisect_left(ring, offset, key=_offset_of)  # offsets increase; after a repair, with gaps
-        if i == len(ring):
-            return []
-        ends = self.ring_ends
-        budget = ends[i] - _size(ring[i]) + STEP_BYTES
-        j = bisect.bisect_right(ends, budget, i, min(len(ring), i + RING_STEP))
-        return ring[i:max(j, i + 1)]
-
-
-def _size(entry: Entry) -> int:
-    return len(entry[1]) + len(entry[2])
-
-
-def _offset_of(entry: Entry) -> int:
-    return entry[0]
-
-
 @dataclass
 class _Admission:
     """A /stream request that passed every check: what it asked for and the offset its stream starts at."""
@@ -473,8 +192,10 @@ class _Admission:
 
 
 class StreamServer:
-    def __init__(self, log: Log, tokens: Tokens, origins: list[str], max_clients: int | None) -> None:
+    def __init__(self, log: Log, tokens: Tokens, origins: list[str], max_clients: int | None,
+                 report: Report = quiet) -> None:
         self.log, self.tokens, self.origins, self.max_clients = log, tokens, origins, max_clients
+        self.report = report
         self.metrics = Metrics()
         self.hub: Hub | None = None
         self.stopping = False
@@ -507,8 +228,8 @@ class StreamServer:
             response = await self._admit(conn)
         status = response.status_code if response is not None else 101
         peer = conn.remote_address[0] if conn.remote_address else "?"
-        diag.info(f"{peer} GET {redact(request.path)} {status}", client=peer, path=redact(request.path),
-                  status=status)
+        self.report("info", f"{peer} GET {redact(request.path)} {status}", client=peer, path=redact(request.path),
+                    status=status)
         return response
 
     def _route(self, conn: ServerConnection, request: Request, path: str, query: str) -> Response | None:
@@ -564,7 +285,7 @@ class StreamServer:
             return self._respond(conn, 400, f"cannot start the stream there: {e}\n")
         except EvlogError as e:
             self.admitted.pop(conn, None)
-            diag.error(f"cannot start a stream: {e}")
+            self.report("error", f"cannot start a stream: {e}")
             return self._respond(conn, 500, f"cannot read the log: {e}\n")
         return None
 
@@ -592,7 +313,7 @@ class StreamServer:
             pass
         except Exception as e:  # noqa: BLE001 - one client's failure is logged, never a traceback
             reason = "error"
-            diag.error(f"stream to {ws.remote_address[0] if ws.remote_address else '?'} failed: {e}")
+            self.report("error", f"stream to {ws.remote_address[0] if ws.remote_address else '?'} failed: {e}")
             await ws.close(1011, "server error")
         finally:
             watchdog.cancel()
@@ -617,10 +338,9 @@ class StreamServer:
                     client.lagging = True
                     self.metrics.disconnects["lagging"] += 1  # now: the close may wait for a stalled peer
                     reason = f"client too slow; resume from offset {client.next_offset}"
-                    try:  # the close frame waits behind what the peer never read: don't wait forever
-                        await asyncio.wait_for(client.ws.close(TRY_AGAIN_LATER, reason), CLOSE_GRACE)
-                    except TimeoutError:
-                        client.ws.transport.abort()
+                    # The close frame waits behind what the peer never read: the connection's close_timeout
+                    # (CLOSE_GRACE) makes websockets drop the TCP connection when it cannot get through.
+                    await client.ws.close(TRY_AGAIN_LATER, reason)
                     client.wake.set()
                     return
         finally:
@@ -676,20 +396,16 @@ class StreamServer:
                 if not batch:  # the hub has seen offsets the disk no longer holds (compacted): catch up
                     client.next_offset = max(client.next_offset, hub.ring[0][0] if hub.ring else hub.next_offset)
                     continue
-            count = self._write(client, batch)
-            batch = []  # what is written is the transport's now: hold no second copy while waiting
-            if count:
-                await ws.drain()
-                self.metrics.events_sent += count
+            messages = self._messages(client, batch)
+            batch = []  # hold no second copy while waiting
+            if messages:
+                await self._send(ws, messages)
+                self.metrics.events_sent += len(messages)
             client.progress_at = time.monotonic()
 
-    def _write(self, client: _Client, batch: list[Entry]) -> int:
-        """Write one text message per matching event of `batch`, framed together; returns how many.
-
-        A batch is a step (STEP_BYTES, or one bigger event), and the stream waits for the transport's
-        buffer to drain before the next: a client that does not read holds at most one step in it.
-        """
-        match, ws = client.match, client.ws
+    def _messages(self, client: _Client, batch: list[Entry]) -> list[bytes]:
+        """The text messages of the events of `batch` that the client should see (and has not seen)."""
+        match = client.match
         as_json = client.q.format == "json"
         messages = []
         for offset, frame, json_text in batch:
@@ -698,14 +414,19 @@ class StreamServer:
             client.next_offset = offset + 1  # all of these are written before any close frame
             if match is None or match(frame):
                 messages.append(json_text if as_json else self._cloudevent(frame))
-        if messages:
-            if ws.protocol.state is not State.OPEN:
-                raise ConnectionClosed(ws.protocol.close_rcvd, ws.protocol.close_sent)
-            # One write of ready-made frames (the send context websockets documents for writing several
-            # frames at once). Framing here is the plain RFC 6455 text frame a server sends (unmasked,
-            # final, no extension: compression is off), which websockets would build one object at a time.
-            ws.transport.write(text_frames(messages))
-        return len(messages)
+        return messages
+
+    @staticmethod
+    async def _send(ws: ServerConnection, messages: list[bytes]) -> None:
+        """One text message each, written at once; the last waits for room in the connection's buffer.
+
+        A batch is a step (STEP_BYTES, or one bigger event): with the wait at its end, a client that
+        does not read holds at most one step in its buffer. `broadcast` writes without waiting (and
+        skips a closed connection); `send` of the last raises ConnectionClosed if it closed meanwhile.
+        """
+        for message in messages[:-1]:
+            broadcast((ws,), message, text=True)
+        await ws.send(messages[-1], text=True)
 
     def _cloudevent(self, frame: bytes) -> bytes:
         import msgspec
@@ -716,16 +437,16 @@ class StreamServer:
 
 
 def run(log: Log, *, host: str, port: int, tokens: Tokens, origins: list[str], max_clients: int | None,
-        tls_cert: Path | None, tls_key: Path | None) -> int:
+        tls_cert: Path | None, tls_key: Path | None, report: Report = quiet) -> int:
     """Serve until SIGTERM/SIGINT; returns the signal number that stopped it."""
-    return asyncio.run(_serve(log, host, port, tokens, origins, max_clients, tls_cert, tls_key))
+    return asyncio.run(_serve(log, host, port, tokens, origins, max_clients, tls_cert, tls_key, report))
 
 
 async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[str], max_clients: int | None,
-                 tls_cert: Path | None, tls_key: Path | None) -> int:
+                 tls_cert: Path | None, tls_key: Path | None, report: Report) -> int:
     loop = asyncio.get_running_loop()
-    app = StreamServer(log, tokens, origins, max_clients)
-    app.hub = Hub(log, loop, app.metrics)
+    app = StreamServer(log, tokens, origins, max_clients, report)
+    app.hub = Hub(log, loop, report)
     ssl_context = None
     if tls_cert is not None:
         import ssl
@@ -737,7 +458,7 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
             raise EvlogError(f"cannot load --tls-cert/--tls-key: {e}") from None
     ws_logger = logging.getLogger("evlog.net.server.websockets")
     ws_logger.propagate = False
-    ws_logger.addHandler(_DiagHandler())
+    ws_logger.addHandler(_Reported(report))
     ws_logger.setLevel(logging.ERROR)
     stopped = asyncio.Event()
     received: list[int] = []
@@ -752,6 +473,7 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
         server = await serve(app.handler, host, port, process_request=app.process_request,
                              process_response=app.process_response, compression=None,
                              max_size=MAX_MESSAGE, open_timeout=10, ping_interval=20, ping_timeout=20,
+                             close_timeout=CLOSE_GRACE,
                              ssl=ssl_context, server_header="evlog", logger=ws_logger)
     except OSError as e:
         raise EvlogError(f"cannot listen on {host}:{port}: {e.strerror}") from None
@@ -760,8 +482,8 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     bound_host, bound_port = sock.getsockname()[:2]
     shown = f"[{bound_host}]" if ":" in bound_host else bound_host
     url = f"{'wss' if ssl_context else 'ws'}://{shown}:{bound_port}/stream"
-    diag.info(f"serving {url}", url=url)
-    diag.info(f"clients authenticate with {tokens.where}")
+    report("info", f"serving {url}", url=url)
+    report("info", f"clients authenticate with {tokens.where}")
     await stopped.wait()
     app.hub.stop.set()
     app.stopping = True
@@ -770,8 +492,12 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     return received[0] if received else signal.SIGTERM
 
 
-class _DiagHandler(logging.Handler):
-    """websockets' own errors, as evlog diagnostics: one line, no traceback, no token."""
+class _Reported(logging.Handler):
+    """websockets' own errors, reported: one line, no traceback, no token."""
+
+    def __init__(self, report: Report) -> None:
+        super().__init__()
+        self.report = report
 
     def emit(self, record: logging.LogRecord) -> None:
-        diag.error(redact(record.getMessage()))
+        self.report("error", redact(record.getMessage()))
