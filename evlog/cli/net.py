@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -23,6 +25,7 @@ from evlog.cli.options import (
     state,
 )
 from evlog.errors import UsageError
+from evlog.store.framing import Record
 
 app = typer.Typer(add_completion=False)
 
@@ -132,6 +135,31 @@ def subscribe(
         raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
     secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), state(ctx).dir)
     flt = make_filter(type_, key, subject, source, where)
-    code = sub.subscribe(url, secret, from_, flt, out_format(format), reconnect=not no_reconnect)
+    render = _record_renderer(out_format(format))
+    out = sys.stdout.buffer
+
+    def emit(text: str, rec: Record) -> None:
+        out.write(render(text, rec))
+        out.flush()
+
+    code = sub.subscribe(url, secret, from_, flt, reconnect=not no_reconnect, emit=emit, report=diag.emit)
     if code:
         raise typer.Exit(code)
+
+
+def _record_renderer(fmt: str) -> Callable[[str, Record], bytes]:
+    """Render a record the server sent (its JSON text, decoded) in an output format."""
+    import msgspec
+
+    if fmt == "json":
+        return lambda text, rec: text.encode() + b"\n"
+    if fmt == "data":
+        return lambda text, rec: msgspec.json.encode(rec.data) + b"\n"
+    if fmt == "cloudevents":
+        from evlog.ingest.event import cloudevent
+
+        return lambda text, rec: msgspec.json.encode(cloudevent(rec)) + b"\n"
+    from evlog.cli.pretty import PrettyRenderer
+
+    pretty = PrettyRenderer(None)
+    return lambda text, rec: pretty.render_record(rec)

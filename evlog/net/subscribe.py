@@ -1,6 +1,6 @@
-"""`evlog subscribe URL`: a client of `evlog serve` that prints events like `read`.
+"""`evlog subscribe URL`: a client of `evlog serve`; the command line prints what it receives like `read`.
 
-It asks the server for JSON records and renders them locally in any format.
+It asks the server for JSON records (the command line renders them in any format).
 On a lost connection (or a 1013 "too slow" close) it reconnects with
 exponential backoff and resumes after the last offset it printed, or, when
 it has printed nothing yet, where its first stream began (the server says
@@ -14,7 +14,6 @@ ever more slowly. Messages show the URL with any token redacted.
 from __future__ import annotations
 
 import random
-import sys
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -22,10 +21,10 @@ from pathlib import Path
 
 import msgspec
 
-from evlog.cli.diag import diag
 from evlog.errors import EvlogError, UsageError
 from evlog.net.auth import read_stored_token, redact
 from evlog.query.filters import Filter
+from evlog.report import Report, quiet
 from evlog.store.framing import Record
 
 _decode_record = msgspec.json.Decoder(Record).decode
@@ -63,31 +62,15 @@ def stream_url(url: str, start: str | None, flt: Filter) -> str:
     return urllib.parse.urlunsplit(parts._replace(query=urllib.parse.urlencode(params)))
 
 
-def record_renderer(fmt: str) -> Callable[[str], bytes]:
-    """Render a JSON record message in an output format."""
-    if fmt == "json":
-        return lambda text: text.encode() + b"\n"
-    if fmt == "data":
-        return lambda text: msgspec.json.encode(_decode_record(text).data) + b"\n"
-    if fmt == "cloudevents":
-        from evlog.ingest.event import cloudevent
-
-        return lambda text: msgspec.json.encode(cloudevent(_decode_record(text))) + b"\n"
-    from evlog.cli.pretty import PrettyRenderer
-
-    pretty = PrettyRenderer(None)
-    return lambda text: pretty.render_record(_decode_record(text))
-
-
-def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, reconnect: bool) -> int:
-    """Print events until stopped; returns an exit code for a connection that ended."""
+def subscribe(url: str, token: str, start: str | None, flt: Filter, reconnect: bool,
+              emit: Callable[[str, Record], None], report: Report = quiet) -> int:
+    """Hand each event the server sends to `emit` (its JSON text and the record), until stopped; returns an
+    exit code for a connection that ended."""
     from websockets.exceptions import ConnectionClosed, InvalidStatus, InvalidURI
     from websockets.sync.client import connect
 
     if start is not None and start not in ("beginning", "end") and _start_offset(start) is None:
         raise UsageError(f"--from {start!r}: use an offset (ASCII digits, at most 2^63-1), beginning or end")
-    render = record_renderer(fmt)
-    out = sys.stdout.buffer
     shown = redact(url)
     next_offset: int | None = None  # where to resume: after the last event printed, or where the stream began
     delay = BACKOFF_START
@@ -99,7 +82,7 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
             with connect(target, additional_headers={"Authorization": f"Bearer {token}"},
                          open_timeout=10, max_size=None, compression=None, proxy=None) as ws:
                 connected_at = time.monotonic()
-                diag.debug(f"connected to {shown}")
+                report("debug", f"connected to {shown}")
                 if next_offset is None and ws.response is not None:
                     next_offset = _start_offset(ws.response.headers.get(START_HEADER))
                 while True:
@@ -109,15 +92,12 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
                         continue
                     text = message if isinstance(message, str) else message.decode()
                     try:
-                        line = render(text)
+                        rec = _decode_record(text)
                     except msgspec.MsgspecError as e:
                         raise EvlogError(f"{shown}: the server sent something that is not a record: {e}") from None
-                    out.write(line)
-                    out.flush()
+                    emit(text, rec)
                     delivered = True
-                    offset = _offset(text)
-                    if offset is not None:
-                        next_offset = offset + 1
+                    next_offset = rec.offset + 1
         except InvalidStatus as e:
             status = e.response.status_code
             body = e.response.body.decode("utf-8", "replace").strip() if e.response.body else ""
@@ -130,7 +110,7 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
             code = e.rcvd.code if e.rcvd is not None else None
             reason = f"connection closed ({code}{': ' + e.rcvd.reason if e.rcvd and e.rcvd.reason else ''})"
             if not reconnect:
-                diag.info(reason)
+                report("info", reason)
                 return 0 if code in (1000, 1001) else 1
         except (OSError, TimeoutError) as e:
             reason = f"cannot connect: {_hide(str(e), url, target)}"
@@ -138,8 +118,8 @@ def subscribe(url: str, token: str, start: str | None, flt: Filter, fmt: str, re
             raise EvlogError(f"{shown}: {reason}")
         if delivered or (connected_at is not None and time.monotonic() - connected_at >= HEALTHY_SECONDS):
             delay = BACKOFF_START  # that connection worked: this is a new failure, not the same one again
-        diag.warning(f"{reason}; reconnecting in {delay:.1f}s" +
-                     (f", resuming at offset {next_offset}" if next_offset is not None else ""))
+        report("warning", f"{reason}; reconnecting in {delay:.1f}s" +
+               (f", resuming at offset {next_offset}" if next_offset is not None else ""))
         time.sleep(delay * (0.5 + random.random() / 2))
         delay = min(BACKOFF_MAX, delay * 2)
 
@@ -156,17 +136,3 @@ def _hide(text: str, *urls: str) -> str:
     for u in urls:
         text = text.replace(u, redact(u))
     return text
-
-
-class _Offset(msgspec.Struct):
-    offset: int
-
-
-_decode_offset = msgspec.json.Decoder(_Offset).decode
-
-
-def _offset(text: str) -> int | None:
-    try:
-        return _decode_offset(text).offset
-    except msgspec.MsgspecError:
-        return None
