@@ -47,8 +47,9 @@ def imports(path: Path, module: str) -> list[tuple[str, int]]:
             found += [(alias.name, node.lineno) for alias in node.names]
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if node.level:  # a relative import
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
             found.append((base, node.lineno))
             if base in ("evlog", "evlog.store", "evlog.query", "evlog.ingest", "evlog.consumers", "evlog.net",
                         "evlog.cli"):
