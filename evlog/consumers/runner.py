@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import os
 import selectors
+import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,13 +45,11 @@ class Outcome:
         return self.error is None
 
 
-def _limit_memory(limit: int) -> Callable[[], None]:
-    def preexec() -> None:
-        import resource
-
-        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
-
-    return preexec
+# With --max-memory the handler is started through this launcher, which caps its own address space and
+# then execs the handler (rlimits survive exec). A preexec_fn would do it in the child between fork and
+# exec, which is unsafe in a process with threads and keeps CPython from its vfork/posix_spawn path.
+_LIMIT = "import os, resource, sys; n = int(sys.argv[1]); resource.setrlimit(resource.RLIMIT_AS, (n, n)); " \
+         "os.execvp(sys.argv[2], sys.argv[2:])"
 
 
 def _write_all(fd: int, data: bytes) -> None:
@@ -70,20 +69,47 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
         out_fd: int = 1, err_fd: int = 2) -> Outcome:
     """Run the handler once with `stdin` as its input."""
     started = time.monotonic()
-    try:
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            env=env, close_fds=True, start_new_session=True,
-            preexec_fn=_limit_memory(max_memory) if max_memory else None,
-        )
-    except OSError as e:
-        reason = e.strerror or str(e)
-        return Outcome(None, f"cannot start {argv[0]!r}: {reason}", b"", 0.0, started=False)
-    except subprocess.SubprocessError as e:
-        return Outcome(None, f"cannot start {argv[0]!r}: {e}", b"", 0.0, started=False)
-    tail = bytearray()
-    timed_out = False
+    proc = _start(argv, env, max_memory)
+    if isinstance(proc, str):
+        return Outcome(None, proc, b"", 0.0, started=False)
     deadline = None if timeout is None else started + timeout
+    tail = bytearray()
+    try:
+        timed_out = not _pump(proc, stdin, deadline, out_fd, err_fd, tail)
+        if not timed_out and _wait(proc, deadline) is None:
+            timed_out = True
+        if timed_out:
+            _kill_group(proc)
+    finally:
+        for pipe in (proc.stdin, proc.stdout, proc.stderr):
+            try:
+                pipe.close()  # type: ignore[union-attr]
+            except OSError:
+                pass
+    return _outcome(proc.returncode, timed_out, timeout, bytes(tail), time.monotonic() - started)
+
+
+def _start(argv: list[str], env: dict[str, str], max_memory: int | None) -> subprocess.Popen[bytes] | str:
+    """The handler, started in a session of its own with only fds 0-2; or why it could not start."""
+    command = argv
+    if max_memory:
+        program = argv[0] if "/" in argv[0] else shutil.which(argv[0], path=env.get("PATH"))
+        if program is None or not os.access(program, os.X_OK) or os.path.isdir(program):
+            return f"cannot start {argv[0]!r}: {'not found' if program is None else 'not executable'}"
+        command = [sys.executable, "-I", "-S", "-c", _LIMIT, str(max_memory), program, *argv[1:]]
+    try:
+        return subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=env, close_fds=True, start_new_session=True)
+    except OSError as e:
+        return f"cannot start {argv[0]!r}: {e.strerror or e}"
+    except subprocess.SubprocessError as e:
+        return f"cannot start {argv[0]!r}: {e}"
+
+
+def _pump(proc: subprocess.Popen[bytes], stdin: bytes, deadline: float | None, out_fd: int, err_fd: int,
+          tail: bytearray) -> bool:
+    """Feed the handler's stdin and copy its stdout and stderr through (keeping stderr's last STDERR_KEEP
+    bytes in `tail`), in one selector loop, until its pipes close; False when the deadline passed."""
     assert proc.stdin and proc.stdout and proc.stderr
     sel = selectors.DefaultSelector()
     pending = memoryview(stdin)
@@ -99,17 +125,13 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
     try:
         while sel.get_map():
             now = time.monotonic()
-            if deadline is not None and now >= deadline and not timed_out:
-                timed_out = True
-                _kill_group(proc)
-                break
+            if deadline is not None and now >= deadline:
+                return False
             if exited_at is None and proc.poll() is not None:
                 exited_at = now
             if exited_at is not None and now - exited_at > DRAIN_AFTER_EXIT:
                 break  # a grandchild holds the pipes; the handler itself is done
-            wait = 0.05
-            if deadline is not None:
-                wait = min(wait, max(0.0, deadline - now))
+            wait = 0.05 if deadline is None else min(0.05, max(0.0, deadline - now))
             for key, _ in sel.select(wait):
                 f: Any = key.fileobj
                 if f is proc.stdin:
@@ -137,28 +159,23 @@ def run(argv: list[str], stdin: bytes, env: dict[str, str], timeout: float | Non
                     tail += chunk
                     if len(tail) > STDERR_KEEP:
                         del tail[:-STDERR_KEEP]
-        if not timed_out:
-            rc = _wait(proc, deadline)
-            if rc is None:
-                timed_out = True
-                _kill_group(proc)
+        return True
     finally:
         sel.close()
-        for pipe in (proc.stdin, proc.stdout, proc.stderr):
-            try:
-                pipe.close()
-            except OSError:
-                pass
-    seconds = time.monotonic() - started
+
+
+def _outcome(rc: int | None, timed_out: bool, timeout: float | None, tail: bytes, seconds: float) -> Outcome:
     if timed_out:
-        return Outcome(None, f"timed out after {_fmt_seconds(timeout or 0)}", bytes(tail), seconds)
-    rc = proc.returncode
+        return Outcome(None, f"timed out after {_fmt_seconds(timeout or 0)}", tail, seconds)
     if rc == 0:
-        return Outcome(0, None, bytes(tail), seconds)
-    if rc < 0:
-        name = signal.Signals(-rc).name if -rc in signal.Signals._value2member_map_ else str(-rc)
-        return Outcome(None, f"killed by signal {name}", bytes(tail), seconds)
-    return Outcome(rc, f"exit status {rc}", bytes(tail), seconds)
+        return Outcome(0, None, tail, seconds)
+    if rc is not None and rc < 0:
+        try:
+            name = signal.Signals(-rc).name
+        except ValueError:
+            name = str(-rc)
+        return Outcome(None, f"killed by signal {name}", tail, seconds)
+    return Outcome(rc, f"exit status {rc}", tail, seconds)
 
 
 def _wait(proc: subprocess.Popen[bytes], deadline: float | None) -> int | None:
