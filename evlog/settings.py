@@ -6,8 +6,9 @@ Sizes are bytes or strings like "64MiB"; durations are strings like "2m".
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -87,105 +88,109 @@ def load(path: Path) -> Settings:
     return from_dict(doc, path)
 
 
+Size = Annotated[int, msgspec.Meta(ge=0)] | str
+Count = Annotated[int, msgspec.Meta(ge=0)]
+
+
+class _RetentionIn(msgspec.Struct, forbid_unknown_fields=True):
+    max_age: str | None = None
+    max_bytes: Size | None = None
+    max_events: Count | None = None
+
+
+class _CompactionIn(msgspec.Struct, forbid_unknown_fields=True):
+    keys: bool = False
+    tombstone_retention: str = "24h"
+
+
+class _DeadLetterIn(msgspec.Struct, forbid_unknown_fields=True):
+    max_entries: Annotated[int, msgspec.Meta(ge=1)] = 10_000
+
+
+class _SettingsIn(msgspec.Struct, forbid_unknown_fields=True):
+    """evlog.toml as written: types checked by msgspec, units (sizes, durations) read afterwards."""
+
+    format: Literal["jsonl", "msgpack"] = "jsonl"
+    segment_bytes: Size = 64 * 1024 * 1024
+    index_interval_bytes: Size = 4096
+    fsync: Literal["always", "batch", "never"] = "always"
+    max_event_bytes: Size = 1024 * 1024
+    dedup_window: str = "2m"
+    retention: _RetentionIn = msgspec.field(default_factory=_RetentionIn)
+    compaction: _CompactionIn = msgspec.field(default_factory=_CompactionIn)
+    dead_letter: _DeadLetterIn = msgspec.field(default_factory=_DeadLetterIn)
+
+
 def from_dict(doc: dict[str, Any], path: Path | str = "evlog.toml") -> Settings:
-    v = _Validator(path)
-    known_top = {"format", "segment_bytes", "index_interval_bytes", "fsync", "max_event_bytes",
-                 "dedup_window", "retention", "compaction", "dead_letter"}
-    v.unknown(doc, known_top, "")
-    retention = v.table(doc, "retention", {"max_age", "max_bytes", "max_events"})
-    compaction = v.table(doc, "compaction", {"keys", "tombstone_retention"})
-    dead_letter = v.table(doc, "dead_letter", {"max_entries"})
-    d = Settings()
-    segment_bytes = v.size(doc, "segment_bytes", d.segment_bytes)
-    if segment_bytes < MIN_SEGMENT_BYTES:
-        raise SettingsError(path, "segment_bytes", f"must be at least {MIN_SEGMENT_BYTES} bytes")
-    return Settings(
-        format=v.choice(doc, "format", FORMATS, d.format),
-        segment_bytes=segment_bytes,
-        index_interval_bytes=v.size(doc, "index_interval_bytes", d.index_interval_bytes, minimum=1),
-        fsync=v.choice(doc, "fsync", FSYNC_MODES, d.fsync),
-        max_event_bytes=v.size(doc, "max_event_bytes", d.max_event_bytes, minimum=64),
-        dedup_window_us=v.duration(doc, "dedup_window", d.dedup_window_us),
-        retention=Retention(
-            max_age_us=v.duration(retention, "max_age", None, "retention."),
-            max_bytes=v.size(retention, "max_bytes", None, prefix="retention."),
-            max_events=v.integer(retention, "max_events", None, "retention."),
-        ),
-        compaction=Compaction(
-            keys=v.boolean(compaction, "keys", False, "compaction."),
-            tombstone_retention_us=v.duration(compaction, "tombstone_retention",
-                                              d.compaction.tombstone_retention_us, "compaction."),
-        ),
-        dead_letter_max_entries=v.integer(dead_letter, "max_entries", d.dead_letter_max_entries,
-                                          "dead_letter.", minimum=1) or d.dead_letter_max_entries,
-    )
+    """Validate a parsed evlog.toml; a SettingsError names the file, the key and the problem."""
+    try:
+        raw = msgspec.convert(doc, _SettingsIn, strict=True)
+    except msgspec.ValidationError as e:
+        raise _error(path, str(e)) from None
 
-
-class _Validator:
-    def __init__(self, path: Path | str) -> None:
-        self.path = path
-
-    def fail(self, key: str, problem: str) -> SettingsError:
-        return SettingsError(self.path, key, problem)
-
-    def unknown(self, doc: dict[str, Any], known: set[str], prefix: str) -> None:
-        for key in doc:
-            if key not in known:
-                raise self.fail(prefix + key, "unknown setting")
-
-    def table(self, doc: dict[str, Any], name: str, known: set[str]) -> dict[str, Any]:
-        value = doc.get(name, {})
-        if not isinstance(value, dict):
-            raise self.fail(name, "must be a table")
-        self.unknown(value, known, name + ".")
-        return value
-
-    def choice(self, doc: dict[str, Any], key: str, choices: tuple[str, ...], default: str) -> str:
-        value = doc.get(key, default)
-        if not isinstance(value, str) or value not in choices:
-            raise self.fail(key, f"must be one of {', '.join(choices)}, not {value!r}")
-        return value
-
-    def size(self, doc: dict[str, Any], key: str, default: Any, *, minimum: int = 0,
-             prefix: str = "") -> Any:
-        value = doc.get(key, default)
-        if value is None or (value is default and key not in doc):
-            return value
-        if isinstance(value, bool) or not isinstance(value, (int, str)):
-            raise self.fail(prefix + key, f"must be a size like 4096 or \"64MiB\", not {value!r}")
+    def size(key: str, value: int | str | None, minimum: int = 0) -> int | None:
+        if value is None:
+            return None
         try:
-            size = parse_size(value) if isinstance(value, str) else value
+            n = parse_size(value) if isinstance(value, str) else value
         except ValueError as e:
-            raise self.fail(prefix + key, str(e)) from None
-        if size < minimum:
-            raise self.fail(prefix + key, f"must be at least {minimum}")
-        return size
+            raise SettingsError(path, key, str(e)) from None
+        if n < minimum:
+            raise SettingsError(path, key, f"must be at least {minimum}")
+        return n
 
-    def duration(self, doc: dict[str, Any], key: str, default: Any, prefix: str = "") -> Any:
-        if key not in doc:
-            return default
-        value = doc[key]
-        if not isinstance(value, str):
-            raise self.fail(prefix + key, f"must be a duration string like \"90s\" or \"7d\", not {value!r}")
+    def duration(key: str, value: str | None) -> int | None:
+        if value is None:
+            return None
         try:
             return parse_duration_us(value)
         except ValueError as e:
-            raise self.fail(prefix + key, str(e)) from None
+            raise SettingsError(path, key, str(e)) from None
 
-    def integer(self, doc: dict[str, Any], key: str, default: Any, prefix: str = "", *,
-                minimum: int = 0) -> Any:
-        if key not in doc:
-            return default
-        value = doc[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.fail(prefix + key, f"must be an integer of at least {minimum}, not {value!r}")
-        return value
+    r, c = raw.retention, raw.compaction
+    return Settings(
+        format=raw.format,
+        segment_bytes=size("segment_bytes", raw.segment_bytes, MIN_SEGMENT_BYTES) or 0,
+        index_interval_bytes=size("index_interval_bytes", raw.index_interval_bytes, 1) or 0,
+        fsync=raw.fsync,
+        max_event_bytes=size("max_event_bytes", raw.max_event_bytes, 64) or 0,
+        dedup_window_us=duration("dedup_window", raw.dedup_window) or 0,
+        retention=Retention(max_age_us=duration("retention.max_age", r.max_age),
+                            max_bytes=size("retention.max_bytes", r.max_bytes),
+                            max_events=r.max_events),
+        compaction=Compaction(keys=c.keys,
+                              tombstone_retention_us=duration("compaction.tombstone_retention",
+                                                              c.tombstone_retention) or 0),
+        dead_letter_max_entries=raw.dead_letter.max_entries,
+    )
 
-    def boolean(self, doc: dict[str, Any], key: str, default: bool, prefix: str = "") -> bool:
-        value = doc.get(key, default)
-        if not isinstance(value, bool):
-            raise self.fail(prefix + key, f"must be true or false, not {value!r}")
-        return value
+
+_MESSAGE = re.compile(r"(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?", re.S)
+_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
+_GOT = re.compile(r"Expected `[^`]*`, got `(?P<got>[^`]*)`|Invalid enum value (?P<value>.*)")
+_SIZE, _DURATION = 'a size like 4096 or "64MiB"', 'a duration like "90s" or "7d"'
+_KIND = {
+    "format": "jsonl or msgpack", "fsync": "always, batch or never", "segment_bytes": _SIZE,
+    "index_interval_bytes": _SIZE, "max_event_bytes": _SIZE, "dedup_window": _DURATION,
+    "retention": "a table", "retention.max_age": _DURATION, "retention.max_bytes": _SIZE,
+    "retention.max_events": "an integer of at least 0", "compaction": "a table", "compaction.keys": "true or false",
+    "compaction.tombstone_retention": _DURATION, "dead_letter": "a table",
+    "dead_letter.max_entries": "an integer of at least 1",
+}
+
+
+def _error(path: Path | str, message: str) -> SettingsError:
+    """msgspec's "Expected `int`, got `str` - at `$.retention.max_events`" as a SettingsError naming the key."""
+    m = _MESSAGE.fullmatch(message)
+    what, key = (m.group("what"), (m.group("where") or "").lstrip(".")) if m else (message, "")
+    unknown = _UNKNOWN.fullmatch(what)
+    if unknown:
+        return SettingsError(path, f"{key}.{unknown.group('name')}".lstrip("."), "unknown setting")
+    if key not in _KIND:
+        return SettingsError(path, key or "(file)", (what[:1].lower() + what[1:]) or "invalid")
+    got = _GOT.fullmatch(what)
+    but = f", not {got.group('got') or got.group('value')}" if got else ""
+    return SettingsError(path, key, f"must be {_KIND[key]}{but}")
 
 
 def write_new(path: Path, settings: Settings) -> bool:
