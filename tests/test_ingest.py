@@ -233,7 +233,7 @@ def test_spool_spills_past_its_memory_limit_and_keeps_the_order(log, with_ids):
                               **({"id": f"id-{i}"} if with_ids else {})}).encode()) for i in range(500)]
     spool = new_spool(log, memory_limit=1000)
     for it in items:
-        spool.add(it)
+        spool.extend([it])
     try:
         assert spool.file is not None  # spilled to disk
         assert len(spool) == 500
@@ -258,6 +258,35 @@ def test_a_spilled_batch_appends_every_event_in_order(log, tmp_path):
 def test_a_spool_under_its_limit_stays_in_memory(log):
     """A small batch never touches the disk."""
     spool = new_spool(log)
-    spool.add(validator(log).from_line(b'{"type":"t"}'))
+    spool.extend([validator(log).from_line(b'{"type":"t"}')])
     assert spool.file is None and len(spool) == 1
     spool.close()
+
+
+@pytest.mark.parametrize("mode", ["always", "batch"])
+def test_a_stream_syncs_every_group_or_only_before_it_waits(tmp_path, monkeypatch, mode):
+    """With fsync = always every group commit of `append --stream` is synced; with batch, groups that arrive
+    back to back share one sync, made before waiting for more input (here: once, at the end)."""
+    import os as os_module
+
+    from evlog.ingest import append as appending
+    from evlog.store.reader import read_frames
+
+    log = make_log(tmp_path / "log", "jsonl", segment_bytes=64 << 20, fsync=mode)
+    line = b'{"type":"t","data":"' + b"x" * 1000 + b'"}\n'
+    source = tmp_path / "input.jsonl"
+    source.write_bytes(line * 5000)  # about 5 MB, all there at once: several reads, so several groups
+    calls = []
+    real_fsync = os_module.fsync
+    monkeypatch.setattr(os_module, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
+    fd = os_module.open(source, os_module.O_RDONLY)
+    try:
+        assert appending.stream(log.dir, fd, None) == 0
+    finally:
+        os_module.close(fd)
+    assert len(list(read_frames(log))) == 5000
+    if mode == "always":
+        assert len(calls) >= 5
+    else:
+        assert 1 <= len(calls) <= 3  # the directory when the first segment is created; then the segment and the
+        # directory once, at the end

@@ -12,7 +12,7 @@ from evlog.report import Report, quiet
 from evlog.settings import Settings
 from evlog.store.framing import codec_for
 from evlog.store.log import Log
-from evlog.store.writer import open_writer
+from evlog.store.writer import open_writer, sync_segments
 
 DEFAULT_SOURCE = "evlog"
 
@@ -145,7 +145,17 @@ def stream(directory: Path, fd: int, source: str | None, report: Report = quiet)
     validator, log = _validator_for(directory, source)
     log = log or _created_like(directory, validator)
     number = bad = 0
-    for group in lines(fd):
+    # fsync = batch: groups that arrive back to back share one sync, made before waiting for more input.
+    deferred = log.settings.fsync == "batch"
+    unsynced: int | None = None  # the segment the first group not yet synced began in
+
+    def sync() -> None:
+        nonlocal unsynced
+        if unsynced is not None:
+            sync_segments(log, unsynced)
+            unsynced = None
+
+    for group in lines(fd, sync if deferred else None):
         items = []
         for line in group:
             number += 1
@@ -159,7 +169,10 @@ def stream(directory: Path, fd: int, source: str | None, report: Report = quiet)
         if items:
             with open_writer(log) as w:
                 _tell(w.notes, report)
-                w.append(items)
+                if deferred and unsynced is None and w.segment is not None:
+                    unsynced = w.segment.base
+                w.append(items, sync=not deferred)
+    sync()
     return bad
 
 

@@ -9,9 +9,10 @@ disk, not memory, and an invalid line means nothing is appended at all.
 from __future__ import annotations
 
 import os
+import select
 import struct
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -40,9 +41,6 @@ class Spool:
         self.bytes = 0
         self.count = 0
         self.file: IO[bytes] | None = None
-
-    def add(self, item: bytes) -> None:
-        self.extend([item])
 
     def extend(self, items: list[bytes]) -> None:
         self.items.extend(items)
@@ -85,14 +83,17 @@ class Spool:
             self.file.close()
 
 
-def blocks(fd: int) -> Iterator[tuple[bytes, list[bytes]]]:
+def blocks(fd: int, before_wait: Callable[[], None] | None = None) -> Iterator[tuple[bytes, list[bytes]]]:
     """(bytes read, the complete lines in them): input in the groups that arrived together.
 
     The bytes may end with the start of a line that the next group completes;
-    a final unterminated line is a group of its own.
+    a final unterminated line is a group of its own. `before_wait` is called
+    when no input is there yet and reading would wait for it.
     """
     carry = b""
     while True:
+        if before_wait is not None and not select.select([fd], [], [], 0)[0]:
+            before_wait()
         block = os.read(fd, READ_SIZE)
         if not block:
             if carry:
@@ -105,9 +106,9 @@ def blocks(fd: int) -> Iterator[tuple[bytes, list[bytes]]]:
             yield data, parts
 
 
-def lines(fd: int) -> Iterator[list[bytes]]:
+def lines(fd: int, before_wait: Callable[[], None] | None = None) -> Iterator[list[bytes]]:
     """Complete input lines, in the groups that arrived together (a final unterminated line included)."""
-    for _, parts in blocks(fd):
+    for _, parts in blocks(fd, before_wait):
         yield parts
 
 

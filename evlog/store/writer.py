@@ -238,6 +238,9 @@ class Writer:
 
         Items are framed in runs of APPEND_RUN; a run with no caller's id is
         framed at once by Codec.framer, the hot path of `append --batch`.
+        With `sync` False (fsync = batch, a stream while its input flows) the
+        data and the commit are not synced here: the caller calls sync_segments
+        before it acknowledges anything. Segments sealed meanwhile still are.
         """
         if self.segment is None:
             raise EvlogError("this writer failed earlier; open a new one")
@@ -249,6 +252,7 @@ class Writer:
         start_state = (self.segment, self.end, self.count, self.next_offset, self.last_entry_pos)
         self._created = []
         self._written = False  # some record's bytes are wholly in the file
+        self._sync_now = sync
         self._buf: list[bytes] = []
         self._index_buf: list[tuple[int, int, int, int]] = []
         self._buffered = 0
@@ -338,7 +342,7 @@ class Writer:
     def _mark(self) -> None:
         """Before the first byte of a multi-record write: say where it begins, durably."""
         assert self.segment is not None
-        write_marker(self.log, self.segment.base, self.end)
+        write_marker(self.log, self.segment.base, self.end, self._sync_now)
         self._marked = True
 
     def _commit(self) -> None:
@@ -346,7 +350,8 @@ class Writer:
         if self._marked:  # (segments sealed during the write were fsynced as they were sealed)
             self.log.pending_path.unlink()
             self._marked = False
-            self._sync_dir(self.log.segments_dir)
+            if self._sync_now:
+                self._sync_dir(self.log.segments_dir)
 
     def _flush(self) -> None:
         if self._buf and self._needs_mark and not self._marked:
@@ -422,8 +427,8 @@ class Writer:
         return False
 
 
-def write_marker(log: Log, base: int, position: int) -> None:
-    """Create the commit marker naming (base, position) and make it durable."""
+def write_marker(log: Log, base: int, position: int, sync: bool = True) -> None:
+    """Create the commit marker naming (base, position), durably unless `sync` is False."""
     path = log.pending_path
     target = f"{base} {position}"
     try:
@@ -435,5 +440,23 @@ def write_marker(log: Log, base: int, position: int) -> None:
             raise
         files.write_atomic(path, target.encode() + b"\n", True)  # no symlinks here: a synced file
         return
-    if log.fsync:
+    if log.fsync and sync:
         files.fsync_dir(log.segments_dir)
+
+
+def sync_segments(log: Log, first_base: int) -> None:
+    """Make durable what appends with sync=False left: the segments from `first_base` on, and the directory
+    (the commits' marker removals)."""
+    if not log.fsync:
+        return
+    for seg in log.segments():
+        if seg.base >= first_base:
+            try:
+                fd = seg.open()
+            except FileNotFoundError:
+                continue
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    files.fsync_dir(log.segments_dir)
