@@ -22,6 +22,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,27 @@ class _Result:
     error: EvlogError | None = None  # why the task could not be run at all: it stops the consumer
 
 
+
+
+def _marker(end: int) -> _Task:
+    """A finished place-holder that moves the position to `end` (events that did not match)."""
+    return _Task(end - 1, end - 1, [], frozenset(), done=True, marker=True, end=end)
+
+
+@dataclass
+class _State:
+    """A consumer's run: its tasks in log order, those not started, those running, results, the position."""
+
+    position: int | None
+    saved: int | None = None
+    last_save: float = field(default_factory=time.monotonic)
+    order: deque[_Task] = field(default_factory=deque)       # unfinished tasks and markers, in log order
+    waiting: deque[_Task] = field(default_factory=deque)     # tasks not started yet, in log order
+    running: dict[int, _Task] = field(default_factory=dict)
+    done: queue.Queue[_Result] = field(default_factory=queue.Queue)
+    feeding: bool = True
+    feed_error: BaseException | None = None
+    failure: BaseException | None = None
 
 
 class Consumer:
@@ -284,105 +306,106 @@ class Consumer:
     # -- running -----------------------------------------------------------------------------
 
     def run(self) -> Summary:
-        """Consume until the backlog is done (or, following, until stopped); returns the summary."""
+        """Consume until the backlog is done (or, following, until stopped); returns the summary.
+
+        A loop of steps: take events from the feeder while there is room, start the tasks that may
+        start, collect finished ones, move the checkpoint over the finished prefix. A signal lets the
+        running handlers finish (they stop at their timeout), saves the checkpoint and re-raises.
+        """
         started = time.monotonic()
         feed: queue.Queue[Any] = queue.Queue(maxsize=64)
-        feeder = threading.Thread(target=self._feed, args=(feed,), daemon=True, name="evlog-feeder")
-        feeder.start()
-        done_q: queue.Queue[_Result] = queue.Queue()
-        order: deque[_Task] = deque()      # unfinished tasks and markers, in log order
-        waiting: deque[_Task] = deque()    # tasks not started yet, in log order
-        running: dict[int, _Task] = {}
-        position = self.start_position()
-        saved_position = position
-        last_save = time.monotonic()
-        feeding = True
-        feed_error: BaseException | None = None
-        failure: BaseException | None = None
-        opts = self.opts
-        workers: list[threading.Thread] = []
+        threading.Thread(target=self._feed, args=(feed,), daemon=True, name="evlog-feeder").start()
+        st = _State(position=self.start_position())
+        st.saved = st.position
+        pool = ThreadPoolExecutor(max_workers=self.opts.concurrency, thread_name_prefix="evlog-handler")
         interrupted: BaseException | None = None
         try:
             while True:
-                # 1. take events while there is room
-                while feeding and not self.stop.is_set() and len(waiting) < opts.concurrency * 2 + 2:
-                    try:
-                        item = feed.get(timeout=0 if (running or waiting) else 0.1)
-                    except queue.Empty:
-                        break
-                    if isinstance(item[0], str):
-                        feeding = False
-                        if item[0] == "error":  # the events before it still go out; then it stops the run
-                            feed_error = item[1]
-                            break
-                        order.append(_Task(item[1] - 1, item[1] - 1, [], frozenset(), done=True, marker=True,
-                                           end=item[1]))
-                        break
-                    frames, end = item
-                    if frames:
-                        try:
-                            self._add_task(frames, end, order, waiting)
-                        except UndecodableRecord as e:
-                            feeding, feed_error = False, e
-                            break
-                    elif order and order[-1].marker:
-                        order[-1].end = end  # runs of skipped events share one marker
-                    else:
-                        order.append(_Task(end - 1, end - 1, [], frozenset(), done=True, marker=True, end=end))
-                # 2. start what may start
-                if not self.stop.is_set() and failure is None:
-                    self._start_ready(waiting, running, done_q, workers)
-                # 3. finished?
-                if not running and not waiting and not feeding:
+                self._take(feed, st)
+                if not self.stop.is_set() and st.failure is None:
+                    self._start_ready(st, pool)
+                if not st.running and (not st.waiting and not st.feeding or self.stop.is_set()
+                                       or st.failure is not None):
                     break
-                if not running and (self.stop.is_set() or failure is not None):
-                    break
-                # 4. wait for a result
-                if running:
-                    try:
-                        result = done_q.get(timeout=0.1)
-                    except queue.Empty:
-                        result = None
-                    while result is not None:
-                        running.pop(id(result.task), None)
-                        err = self._finish(result)
-                        if err is not None and failure is None:
-                            failure = err
-                            self.stop.set()
-                        try:
-                            result = done_q.get_nowait()
-                        except queue.Empty:
-                            result = None
-                # 5. move the checkpoint over the finished prefix
-                while order and order[0].done:
-                    position = order.popleft().end
-                if self.checkpoint_name and not opts.dry_run and position is not None \
-                        and position != saved_position and time.monotonic() - last_save >= CHECKPOINT_EVERY:
-                    self.groups.set(self.checkpoint_name, position)
-                    saved_position, last_save = position, time.monotonic()
+                self._collect(st, timeout=0.1)
+                self._checkpoint(st)
                 if self.progress is not None:
                     self.progress(self.summary)
         except BaseException as e:  # noqa: BLE001 - SIGINT/SIGTERM: finish what runs, save, re-raise
             interrupted = e
             self.stop.set()
-            self._drain(running, done_q)
+            self._drain(st)
         finally:
             self.stop.set()
-            while order and order[0].done:
-                position = order.popleft().end
-            if self.checkpoint_name and not opts.dry_run and position is not None and position != saved_position:
-                self.groups.set(self.checkpoint_name, position)
-            self.summary.position = position
+            pool.shutdown(wait=False, cancel_futures=True)
+            self._checkpoint(st, force=True)
+            self.summary.position = st.position
             self.summary.elapsed_s = time.monotonic() - started
         if interrupted is not None:
             raise interrupted
-        if failure is not None:
-            if isinstance(failure, HandlerCannotStart) and self._more_after(position):
-                failure.exit_code = ExitCode.ERROR
-            raise failure
-        if feed_error is not None:
-            raise feed_error
+        if st.failure is not None:
+            if isinstance(st.failure, HandlerCannotStart) and self._more_after(st.position):
+                st.failure.exit_code = ExitCode.ERROR
+            raise st.failure
+        if st.feed_error is not None:
+            raise st.feed_error
         return self.summary
+
+    def _take(self, feed: queue.Queue[Any], st: _State) -> None:
+        """Take items from the feeder while fewer than a few tasks wait: tasks, markers for skipped events,
+        the end of the backlog, or the error that ends the feed (the events before it still go out)."""
+        while st.feeding and not self.stop.is_set() and len(st.waiting) < self.opts.concurrency * 2 + 2:
+            try:
+                item = feed.get(timeout=0 if (st.running or st.waiting) else 0.1)
+            except queue.Empty:
+                return
+            if isinstance(item[0], str):
+                st.feeding = False
+                if item[0] == "error":
+                    st.feed_error = item[1]
+                else:
+                    st.order.append(_marker(item[1]))
+                return
+            frames, end = item
+            if frames:
+                try:
+                    self._add_task(frames, end, st.order, st.waiting)
+                except UndecodableRecord as e:
+                    st.feeding, st.feed_error = False, e
+                    return
+            elif st.order and st.order[-1].marker:
+                st.order[-1].end = end  # runs of skipped events share one marker
+            else:
+                st.order.append(_marker(end))
+
+    def _collect(self, st: _State, timeout: float) -> None:
+        """Account for the tasks that finished (waiting up to `timeout` for the first)."""
+        if not st.running:
+            return
+        try:
+            result = st.done.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            st.running.pop(id(result.task), None)
+            err = self._finish(result)
+            if err is not None and st.failure is None:
+                st.failure = err
+                self.stop.set()
+            try:
+                result = st.done.get_nowait()
+            except queue.Empty:
+                return
+
+    def _checkpoint(self, st: _State, force: bool = False) -> None:
+        """Move the position over the finished prefix; save it every CHECKPOINT_EVERY seconds (or now)."""
+        while st.order and st.order[0].done:
+            st.position = st.order.popleft().end
+        if not self.checkpoint_name or self.opts.dry_run or st.position is None or st.position == st.saved:
+            return
+        if force or time.monotonic() - st.last_save >= CHECKPOINT_EVERY:
+            self.groups.set(self.checkpoint_name, st.position)
+            st.saved, st.last_save = st.position, time.monotonic()
 
     def _add_task(self, frames: list[bytes], end: int, order: deque[_Task], waiting: deque[_Task]) -> None:
         codec = self.log.codec
@@ -394,28 +417,26 @@ class Consumer:
         order.append(task)
         waiting.append(task)
 
-    def _start_ready(self, waiting: deque[_Task], running: dict[int, _Task], done_q: queue.Queue[_Result],
-                     workers: list[threading.Thread]) -> None:
+    def _start_ready(self, st: _State, pool: ThreadPoolExecutor) -> None:
+        """Start waiting tasks, in log order, while fewer than `concurrency` run; a task waits while an
+        earlier unfinished one shares a key with it (a key's events run one at a time, in order)."""
         busy: set[str] = set()
-        for t in running.values():
+        for t in st.running.values():
             busy |= t.keys
         blocked: set[str] = set()
-        for task in list(waiting):
-            if len(running) >= self.opts.concurrency:
+        for task in list(st.waiting):
+            if len(st.running) >= self.opts.concurrency:
                 return
             if task.keys & busy or task.keys & blocked:
                 blocked |= task.keys
                 continue
-            waiting.remove(task)
-            running[id(task)] = task
+            st.waiting.remove(task)
+            st.running[id(task)] = task
             busy |= task.keys
             if self.opts.dry_run:
-                done_q.put(_Result(task, runner.Outcome(0, None, b"", 0.0), 0))
-                continue
-            w = threading.Thread(target=self._work, args=(task, done_q), daemon=True, name="evlog-handler")
-            w.start()
-            workers.append(w)
-            workers[:] = [x for x in workers if x.is_alive()]
+                st.done.put(_Result(task, runner.Outcome(0, None, b"", 0.0), 0))
+            else:
+                pool.submit(self._work, task, st.done)
 
     def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
         """Worker thread: run the handler with retries; report the last outcome."""
@@ -498,49 +519,49 @@ class Consumer:
         except _UNDECODABLE as e:
             raise e if isinstance(e, UndecodableRecord) else undecodable(self.log.codec, frame, e) from None
 
-    def _drain(self, running: dict[int, _Task], done_q: queue.Queue[_Result]) -> None:
+    def _drain(self, st: _State) -> None:
         """After a stop: let running handlers finish (they stop at their timeout) and account for them."""
-        while running:
+        while st.running:
             try:
-                result = done_q.get(timeout=0.1)
+                result = st.done.get(timeout=0.1)
             except queue.Empty:
                 continue
             except BaseException:  # noqa: BLE001 - a second signal: keep waiting, handlers are bounded
                 continue
-            running.pop(id(result.task), None)
+            st.running.pop(id(result.task), None)
             self._finish(result)
 
 
 def run_consumers(consumers: list[Consumer]) -> tuple[list[Summary], list[tuple[Consumer, BaseException]]]:
-    """Run independent consumers side by side (one thread each) until all finish; a signal stops all."""
-    results: dict[int, Summary] = {}
-    errors: list[tuple[Consumer, BaseException]] = []
-
-    def work(c: Consumer) -> None:
+    """Run independent consumers side by side (a thread each) until all finish; a signal stops all (each
+    lets its running handlers finish and saves its checkpoint) and is raised again."""
+    with ThreadPoolExecutor(max_workers=max(1, len(consumers)), thread_name_prefix="evlog-consumer") as pool:
+        futures = [pool.submit(c.run) for c in consumers]
         try:
-            results[id(c)] = c.run()
-        except BaseException as e:  # noqa: BLE001 - reported by the caller, per consumer
-            results[id(c)] = c.summary
-            errors.append((c, e))
-
-    threads = [threading.Thread(target=work, args=(c,), name=f"evlog-consumer-{i}") for i, c in enumerate(consumers)]
-    for t in threads:
-        t.start()
-    try:
-        for t in threads:
-            while t.is_alive():
-                t.join(0.2)
-    except BaseException:
-        for c in consumers:
-            c.stop.set()
-        for t in threads:
-            while t.is_alive():
+            _wait_all(futures)
+        except BaseException:
+            for c in consumers:
+                c.stop.set()
+            while True:
                 try:
-                    t.join(0.2)
+                    _wait_all(futures)
+                    break
                 except BaseException:  # noqa: BLE001 - a second signal: still let handlers finish
                     continue
-        raise
-    return [results[id(c)] for c in consumers], errors
+            raise
+    summaries, errors = [], []
+    for c, f in zip(consumers, futures, strict=True):
+        e = f.exception()
+        summaries.append(c.summary if e is not None else f.result())
+        if e is not None:
+            errors.append((c, e))
+    return summaries, errors
+
+
+def _wait_all(futures: list[Future[Summary]]) -> None:
+    """Wait until every future is done, in short waits so that the main thread still sees signals."""
+    while not all(f.done() for f in futures):
+        wait(futures, timeout=0.2)
 
 
 @dataclass
