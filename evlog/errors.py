@@ -6,13 +6,16 @@ is the one place that turns them into exit codes and one stderr line.
     EvlogError                      exit 1  runtime error
     ├── LogNotFound                 exit 1  no log at the directory
     ├── SettingsError               exit 1  evlog.toml unusable (names file and key)
+    ├── DeadLetterFull              exit 1  a consumer stopped: the dead-letter file holds max_entries
+    ├── HandlerStopped              exit 1  --on-failure stop: a handler failed for good
+    ├── HandlerCannotStart          exit 1 or 3  the handler cannot be started (1 when events remain)
     ├── UsageError                  exit 2  bad flag value, bad filter expression
+    │   └── WhereError              exit 2  ... a malformed --where expression (names the column)
     ├── InvalidEvent                exit 4  an event was rejected; nothing written
     │   └── InvalidLine             exit 4  ... naming the input line
     ├── CorruptionError             exit 5  a bad record (segment, position, offset)
     │   └── UndecodableRecord       exit 5  ... whose checksum holds but whose fields cannot be decoded
-    ├── Busy                        exit 75 a lock is held by someone else
-    └── NotAvailable                exit 1  a command this version does not provide yet
+    └── Busy                        exit 75 a lock is held by someone else
 """
 
 from __future__ import annotations
@@ -96,5 +99,33 @@ class Busy(EvlogError):
     exit_code = ExitCode.BUSY
 
 
-class NotAvailable(EvlogError):
-    pass
+class DeadLetterFull(EvlogError):
+    def __init__(self, path: object, limit: int) -> None:
+        super().__init__(f"the dead-letter file {quoted(path)} is full ({limit} entries, [dead_letter] max_entries); "
+                         "stopped before the failing event: inspect with `evlog dlq list`, then retry or purge")
+
+
+class HandlerStopped(EvlogError):
+    """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
+
+
+class HandlerCannotStart(EvlogError):
+    """The handler could not be started at all. Its first event fails as any other (SPEC 6: retried, then
+    dead-lettered); then the consumer stops rather than dead-letter the whole backlog for what is a
+    configuration error. Exit 1 when events remain to deliver, else the usual 3 (one was dead-lettered)."""
+
+    exit_code = ExitCode.PARTIAL
+
+    def __init__(self, reason: str, what: str) -> None:
+        super().__init__(f"{reason}; {what} dead-lettered and nothing more run: fix the command, then run again")
+
+
+class WhereError(UsageError):
+    """A malformed ``--where`` expression; ``position`` is the 0-based index where it failed."""
+
+    def __init__(self, text: str, position: int, problem: str) -> None:
+        self.text, self.position, self.problem = text, position, problem
+        at = f"column {position + 1}" if position < len(text) else f"its end (column {position + 1})"
+        message = f"bad --where expression at {at}: {problem} in: {text}"
+        # One line whatever the text holds; other characters keep their columns.
+        super().__init__("".join(c if c.isprintable() else " " for c in message))

@@ -455,9 +455,10 @@ def test_follow_delivers_new_events_and_sigterm_waits_for_the_running_handler(cl
     """--follow delivers new events as they are appended; SIGTERM lets the running handler finish, then exits 143
     with the checkpoint past it."""
     cli.batch([{"type": "t"}] * 2)
-    rec = Recorder(tmp_path / "h", before_exit="""\
+    release = tmp_path / "release"
+    rec = Recorder(tmp_path / "h", before_exit=f"""\
         if key == "slow":
-            time.sleep(1.0)  # the handler's work, still running when SIGTERM arrives
+            wait_for({str(release)!r})  # the handler's work, still going on when SIGTERM arrives
         record(DONE, offset=offset)
         """)
     bg = spawn("replay", "--follow", "--group", "g", "--", *rec.argv)
@@ -468,6 +469,7 @@ def test_follow_delivers_new_events_and_sigterm_waits_for_the_running_handler(cl
     wait_until(lambda: 3 in rec.offsets(), message=lambda: bg.stderr())
     assert bg.poll() is None
     bg.signal(signal.SIGTERM)
+    release.touch()  # the handler can finish only now, after the signal: evlog must wait for it
     assert bg.wait(15) == 143, bg.stderr()
     assert 3 in {d["offset"] for d in rec.done()}, "evlog exited before its handler finished"
     assert rec.offsets() == [0, 1, 2, 3]

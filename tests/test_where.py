@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 
 import evlog.query.where
 from evlog.errors import ExitCode, UsageError
-from evlog.query.where import FIELDS, WhereError, compile_where
+from evlog.errors import WhereError
+from evlog.query.where import FIELDS, compile_where
 
 RECORD: dict[str, Any] = {
     "offset": 7,

@@ -31,8 +31,8 @@ import msgspec
 
 from evlog.consumers import runner
 from evlog.consumers.checkpoints import Groups
-from evlog.consumers.deadletter import Containment, DeadLetterFull, DeadLetters
-from evlog.errors import EvlogError, ExitCode, UndecodableRecord
+from evlog.consumers.deadletter import Containment, DeadLetters
+from evlog.errors import DeadLetterFull, EvlogError, ExitCode, HandlerCannotStart, HandlerStopped, UndecodableRecord
 from evlog.ingest.event import block_ok
 from evlog.query.filters import Filter
 from evlog.report import Report, quiet
@@ -110,21 +110,6 @@ def event_env(base: dict[str, str], rec: Record, attempt: int, extra: dict[str, 
 
 # What decoding a record that got past its checksum can raise (see framing.undecodable).
 _UNDECODABLE = (UndecodableRecord, msgspec.MsgspecError, RecursionError, UnicodeDecodeError)
-
-
-class HandlerStopped(EvlogError):
-    """--on-failure stop: a handler failed for good; the checkpoint stays before its event."""
-
-
-class HandlerCannotStart(EvlogError):
-    """The handler could not be started at all. Its first event fails as any other (SPEC 6: retried, then
-    dead-lettered); then the consumer stops rather than dead-letter the whole backlog for what is a
-    configuration error. Exit 1 when events remain to deliver, else the usual 3 (one was dead-lettered)."""
-
-    exit_code = ExitCode.PARTIAL
-
-    def __init__(self, reason: str, what: str) -> None:
-        super().__init__(f"{reason}; {what} dead-lettered and nothing more run: fix the command, then run again")
 
 
 @dataclass

@@ -19,7 +19,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from evlog.errors import EvlogError, quoted
+from evlog.errors import DeadLetterFull, EvlogError, quoted
 from evlog.store import files
 from evlog.store.framing import Record
 from evlog.units import format_time, now_us
@@ -54,12 +54,6 @@ class Entry(msgspec.Struct):
     error: str | None = None
     stderr: str = ""
     containment: Containment | None = None
-
-
-class DeadLetterFull(EvlogError):
-    def __init__(self, path: Path, limit: int) -> None:
-        super().__init__(f"the dead-letter file {quoted(path)} is full ({limit} entries, [dead_letter] max_entries); "
-                         "stopped before the failing event: inspect with `evlog dlq list`, then retry or purge")
 
 
 class DeadLetters:

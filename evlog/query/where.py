@@ -60,7 +60,7 @@ import re
 from collections.abc import Callable
 from typing import Any, NamedTuple, NoReturn
 
-from evlog.errors import UsageError
+from evlog.errors import WhereError
 
 __all__ = ["FIELDS", "WhereError", "compile_where"]
 
@@ -96,17 +96,6 @@ _CHAR_HINTS = {
     "!": "'!' is not an operator (use 'not' or '!=')",
     "-": "'-' only starts a negative number (there is no arithmetic)",
 }
-
-
-class WhereError(UsageError):
-    """A malformed ``--where`` expression; ``position`` is the 0-based index where it failed."""
-
-    def __init__(self, text: str, position: int, problem: str) -> None:
-        self.text, self.position, self.problem = text, position, problem
-        at = f"column {position + 1}" if position < len(text) else f"its end (column {position + 1})"
-        message = f"bad --where expression at {at}: {problem} in: {text}"
-        # One line whatever the text holds; other characters keep their columns.
-        super().__init__("".join(c if c.isprintable() else " " for c in message))
 
 
 class _Tok(NamedTuple):
