@@ -20,8 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import evlog.query.where
-from evlog.errors import ExitCode, UsageError
-from evlog.errors import WhereError
+from evlog.errors import ExitCode, UsageError, WhereError
 from evlog.query.where import FIELDS, compile_where
 
 RECORD: dict[str, Any] = {
