@@ -726,5 +726,5 @@ def test_an_entry_without_containment_runs_as_before(cli: Evlog, tmp_path: Path)
 def test_the_dead_letter_file_is_documented_as_trusted_like_hooks_toml(cli: Evlog) -> None:
     """`dlq --help` and the README say that whoever can write dead-letter.jsonl chooses what `dlq retry` runs."""
     assert "hooks.toml" in " ".join(cli.ok("dlq", "--help").split())
-    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    readme = " ".join((Path(__file__).parents[2] / "README.md").read_text().split())
     assert "dead-letter.jsonl" in readme and "as trusted as" in readme

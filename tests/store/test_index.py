@@ -13,7 +13,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from evlog.store import index
-from evlog.store.files import write_atomic
 from evlog.store.index import (
     HEADER,
     OFFSET_ENTRY,
@@ -173,18 +172,6 @@ def test_well_formed_rejects_inconsistent_entries(offs, times, size):
 
 
 # -- writing ----------------------------------------------------------------------------------
-
-
-def test_write_atomic_replaces_the_file_and_leaves_no_temporary(tmp_path):
-    """write_atomic replaces the content in one step and cleans up its temporary file."""
-    path = tmp_path / "x.index"
-    path.write_bytes(b"old content that is longer")
-    write_atomic(path, b"new")
-    assert path.read_bytes() == b"new"
-    assert os.listdir(tmp_path) == ["x.index"]
-    write_atomic(path, b"newer", fsync=False)
-    assert path.read_bytes() == b"newer"
-    assert os.listdir(tmp_path) == ["x.index"]
 
 
 # -- index files of a real log -------------------------------------------------------------------

@@ -877,7 +877,7 @@ def test_stream_skips_a_line_nested_too_deeply_and_keeps_the_rest_of_its_group(c
 def test_the_depth_limit_is_documented(cli: Evlog) -> None:
     """The nesting limit is stated in `append --help` and in the README's section on appending."""
     assert "100 levels" in " ".join(cli.ok("append", "--help").split())
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
     assert "100 levels" in readme
 
 
