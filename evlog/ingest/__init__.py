@@ -1,1 +1,3 @@
-"""x"""
+"""Events coming in: validation, the CloudEvents mapping, batch input, and appending as the command
+line asks for it. Imports the store.
+"""
