@@ -9,11 +9,10 @@ Short calls return their warnings instead.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
-
-class Report(Protocol):
-    def __call__(self, level: str, message: str, **fields: Any) -> None: ...
+Report = Callable[..., None]  # report(level, message, **fields)
 
 
 def quiet(level: str, message: str, **fields: Any) -> None:

@@ -165,9 +165,10 @@ def from_dict(doc: dict[str, Any], path: Path | str = "evlog.toml") -> Settings:
     )
 
 
-_MESSAGE = re.compile(r"(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?", re.S)
-_UNKNOWN = re.compile(r"Object contains unknown field `(?P<name>[^`]*)`")
-_GOT = re.compile(r"Expected `[^`]*`, got `(?P<got>[^`]*)`|Invalid enum value (?P<value>.*)")
+# (Patterns for messages, compiled on first use by re's cache: not at every start-up.)
+_MESSAGE = r"(?P<what>.*?)(?: - at `\$(?P<where>[^`]*)`)?"
+_UNKNOWN = r"Object contains unknown field `(?P<name>[^`]*)`"
+_GOT = r"Expected `[^`]*`, got `(?P<got>[^`]*)`|Invalid enum value (?P<value>.*)"
 _SIZE, _DURATION = 'a size like 4096 or "64MiB"', 'a duration like "90s" or "7d"'
 _KIND = {
     "format": "jsonl or msgpack", "fsync": "always, batch or never", "segment_bytes": _SIZE,
@@ -181,14 +182,14 @@ _KIND = {
 
 def _error(path: Path | str, message: str) -> SettingsError:
     """msgspec's "Expected `int`, got `str` - at `$.retention.max_events`" as a SettingsError naming the key."""
-    m = _MESSAGE.fullmatch(message)
+    m = re.fullmatch(_MESSAGE, message, re.S)
     what, key = (m.group("what"), (m.group("where") or "").lstrip(".")) if m else (message, "")
-    unknown = _UNKNOWN.fullmatch(what)
+    unknown = re.fullmatch(_UNKNOWN, what)
     if unknown:
         return SettingsError(path, f"{key}.{unknown.group('name')}".lstrip("."), "unknown setting")
     if key not in _KIND:
         return SettingsError(path, key or "(file)", (what[:1].lower() + what[1:]) or "invalid")
-    got = _GOT.fullmatch(what)
+    got = re.fullmatch(_GOT, what)
     but = f", not {got.group('got') or got.group('value')}" if got else ""
     return SettingsError(path, key, f"must be {_KIND[key]}{but}")
 

@@ -7,8 +7,9 @@ from typing import Annotated, Any
 
 import typer
 
+from evlog.cli.basics import parse_arg, state, write_out
 from evlog.cli.diag import diag
-from evlog.cli.options import FsyncMode, StoreFormat, parse_arg, state, write_out
+from evlog.cli.options import FsyncMode, StoreFormat
 from evlog.errors import ExitCode, UsageError
 
 app = typer.Typer(add_completion=False)

@@ -22,8 +22,8 @@ from typer.core import TyperGroup
 
 from evlog import __version__
 from evlog.cli import signals as stop
+from evlog.cli.basics import INVOCATION, LogFormat, State
 from evlog.cli.diag import diag
-from evlog.cli.options import INVOCATION, LogFormat, State
 from evlog.errors import EvlogError, ExitCode
 
 HELP = """evlog keeps an append-only event log in a local directory.

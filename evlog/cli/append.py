@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import state, write_out
 from evlog.cli.diag import diag
-from evlog.cli.options import state, write_out
 from evlog.errors import ExitCode, UsageError
 from evlog.store.reader import Range, read_frames
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import parse_arg, state
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     BatchOpt,
@@ -28,8 +29,6 @@ from evlog.cli.options import (
     handler_argv,
     make_filter,
     make_range,
-    parse_arg,
-    state,
     summary_out,
 )
 from evlog.errors import EvlogError, ExitCode

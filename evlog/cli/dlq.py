@@ -7,22 +7,9 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import INVOCATION, parse_arg, state, write_out
 from evlog.cli.diag import diag
-from evlog.cli.options import (
-    INVOCATION,
-    GroupOpt,
-    HookOpt,
-    KeyOpt,
-    SourceOpt,
-    SubjectOpt,
-    TypeOpt,
-    WhereOpt,
-    duration,
-    make_filter,
-    parse_arg,
-    state,
-    write_out,
-)
+from evlog.cli.options import GroupOpt, HookOpt, KeyOpt, SourceOpt, SubjectOpt, TypeOpt, WhereOpt, duration, make_filter
 from evlog.errors import ExitCode, UsageError
 
 app = typer.Typer(

@@ -6,8 +6,8 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import parse_arg, rows_out, state
 from evlog.cli.diag import diag
-from evlog.cli.options import parse_arg, rows_out, state
 from evlog.errors import UsageError
 
 app = typer.Typer(

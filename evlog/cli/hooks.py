@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from evlog.cli.basics import rows_out, state, write_out
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     BatchOpt,
@@ -21,9 +22,6 @@ from evlog.cli.options import (
     duration,
     handler_argv,
     make_filter,
-    rows_out,
-    state,
-    write_out,
 )
 
 app = typer.Typer(

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import state
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     FormatOpt,
@@ -22,7 +23,6 @@ from evlog.cli.options import (
     check_utf8,
     make_filter,
     out_format,
-    state,
 )
 from evlog.errors import UsageError
 from evlog.store.framing import Record

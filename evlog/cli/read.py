@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from evlog.cli.basics import state
 from evlog.cli.options import (
     FollowOpt,
     FormatOpt,
@@ -24,7 +25,6 @@ from evlog.cli.options import (
     make_filter,
     make_range,
     out_format,
-    state,
 )
 from evlog.query.filters import Filter
 from evlog.store.log import Log

@@ -14,7 +14,9 @@ MAX_DEPTH levels deep. A whole block of input lines is checked at C speed
 from __future__ import annotations
 
 import codecs
+import functools
 import re
+from collections.abc import Callable
 from itertools import accumulate
 from typing import Any
 
@@ -49,16 +51,21 @@ class EventIn(msgspec.Struct, gc=False):
 decode_event = msgspec.json.Decoder(EventIn).decode
 _json_encode = msgspec.json.Encoder().encode
 
+def _lazy(pattern: bytes, flags: int = 0) -> Callable[[], re.Pattern[bytes]]:
+    """A pattern compiled on first use: these serve the slow paths, not every `evlog append`."""
+    return functools.cache(lambda: re.compile(pattern, flags))
+
+
 # An escape sequence, consumed whole from the left so that `\\\\u` (an escaped backslash) is no \\u escape;
 # group 1 is set for a surrogate escape that is not half of a high-low pair.
-_ESCAPE = re.compile(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
+_ESCAPE = _lazy(rb"\\(?:u[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}"
                      rb"|(u[dD][89a-fA-F][0-9a-fA-F]{2})|.)", re.S)
 # A JSON string; one left open runs to the end, so that no later quote starts another scan (linear time).
-_STRING = re.compile(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
+_STRING = _lazy(rb'"[^"\\]*+(?:\\.[^"\\]*+)*+(?:"|\\?\Z)', re.S)
 # An integer readers could not decode (more digits than Python reads: its int_max_str_digits). A float out of
 # range is fine: readers decode it as infinity (framing's decoders use float_hook=float).
 MAX_INT_DIGITS = 4300
-_BIG_NUMBER = re.compile(rb"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))
+_BIG_NUMBER = _lazy(rb"(?<![0-9])[0-9]{%d}" % (MAX_INT_DIGITS + 1))
 _decode_any = msgspec.json.Decoder(float_hook=float).decode
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _NOT_OPEN_OR_NL = bytes(b for b in range(256) if b not in b"[{\n")
@@ -89,7 +96,7 @@ def text_problem(text: bytes) -> str | None:
         except UnicodeDecodeError as e:
             return f"not valid UTF-8 (byte {e.start})"
     if b"\\u" in text:
-        for m in _ESCAPE.finditer(text):
+        for m in _ESCAPE().finditer(text):
             if m.group(1):
                 return f"a lone surrogate escape (\\{m.group(1).decode()}) is not valid Unicode"
     return None
@@ -97,7 +104,7 @@ def text_problem(text: bytes) -> str | None:
 
 def depth(text: bytes) -> int:
     """How deep arrays and objects nest in JSON text, found without recursion."""
-    brackets = _STRING.sub(b'""', text).translate(None, _NOT_BRACKET)
+    brackets = _STRING().sub(b'""', text).translate(None, _NOT_BRACKET)
     return max(accumulate(map(_STEP.__getitem__, brackets)), default=0)
 
 
@@ -109,7 +116,7 @@ def json_problem(text: bytes, max_depth: int = MAX_DEPTH) -> str | None:
             return problem
     if text.count(b"[") + text.count(b"{") > max_depth and depth(text) > max_depth:
         return f"data is nested more than {MAX_DEPTH} levels deep"
-    if len(text) > MAX_INT_DIGITS and _BIG_NUMBER.search(text):
+    if len(text) > MAX_INT_DIGITS and _BIG_NUMBER().search(text):
         try:
             _decode_any(text)
         except msgspec.ValidationError as e:  # "Number out of range", "Integer value out of range"

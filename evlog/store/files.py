@@ -39,7 +39,7 @@ def write_atomic(path: Path, data: bytes, fsync: bool = True) -> None:
 
 
 TEMP_SUFFIX = ".tmp"
-_TEMP_RE = re.compile(r"\..+\.(\d+)\.[^.]+\.tmp")
+_TEMP_RE = r"\..+\.(\d+)\.[^.]+\.tmp"  # compiled on first use (re's cache): not on the append path
 
 
 def clean_temporary(directory: Path) -> list[str]:
@@ -50,7 +50,7 @@ def clean_temporary(directory: Path) -> list[str]:
     except FileNotFoundError:
         return removed
     for name in names:
-        m = _TEMP_RE.fullmatch(name)
+        m = re.fullmatch(_TEMP_RE, name)
         if m is None or _alive(int(m.group(1))):
             continue
         with contextlib.suppress(FileNotFoundError):

@@ -35,7 +35,6 @@ from evlog.store import index as idx
 from evlog.store.framing import classify
 from evlog.store.log import DamagedMarker, Log
 from evlog.store.reader import Range, Reader
-from evlog.store.recovery import recover_pending
 from evlog.store.segment import Segment
 from evlog.units import format_time, now_us, time_to_us
 
@@ -104,6 +103,8 @@ class Writer:
             self.notes.append(f"removed a damaged commit marker {log.pending_path} ({pending.text!r}); "
                               "no record was set aside")
         elif pending is not None:
+            from evlog.store.recovery import recover_pending  # (rarely needed: not on the append path)
+
             self.notes += recover_pending(log)  # a writer died mid-batch: its records were never visible
         segs = log.segments()
         if not segs:
