@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
 import pytest
+from nats_helpers import nats_cluster, nats_server  # noqa: F401 - fixtures: real NATS servers on loopback
 
 TRACEBACK = "Traceback (most recent call last)"
 DEADLINE = 10.0  # seconds: the bound for anything asynchronous

@@ -25,7 +25,8 @@ ONLY = {
     "typer": {"cli"},
     "rich": {"cli"},
     "websockets": {"net"},
-    "watchfiles": {"query.follow"},
+    "watchfiles": {"store.follow"},
+    "nats": {"store.nats", "consumers.nats"},
 }
 
 
@@ -105,7 +106,8 @@ def test_each_layer_imports_only_layers_below_it():
 
 
 def test_the_engine_knows_no_terminal_network_or_watcher():
-    """typer and rich only in evlog/cli, websockets only in evlog/net, watchfiles only in the follower."""
+    """typer and rich only in evlog/cli, websockets only in evlog/net, watchfiles only in the follower, nats only
+    in the NATS backend."""
     assert [v for v in violations(modules()) if "only" in v] == []
 
 
@@ -119,6 +121,8 @@ def test_the_engine_knows_no_terminal_network_or_watcher():
     ("evlog.consumers.fake", "import watchfiles", "only the follower watches files"),
     ("evlog.cli.fake", "from evlog import units", None),
     ("evlog.net.fake", "import websockets", None),
+    ("evlog.consumers.fake", "import nats", "only the NATS backend speaks NATS"),
+    ("evlog.store.nats", "    import nats.js.api", None),
 ])
 def test_the_check_fails_on_a_wrong_import(tmp_path: Path, module: str, line: str, why: str | None):
     """The scan finds a wrong import wherever it stands (the test can fail), and lets right ones pass."""

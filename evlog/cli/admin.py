@@ -18,32 +18,81 @@ app = typer.Typer(add_completion=False)
 @app.command()
 def init(
     ctx: typer.Context,
-    format: Annotated[StoreFormat, typer.Option("--format", help="Segment format.")] = StoreFormat.jsonl,
+    format: Annotated[StoreFormat | None, typer.Option("--format", help="Segment format [default: jsonl].")] = None,
     segment_bytes: Annotated[
-        str,
+        str | None,
         typer.Option(
             "--segment-bytes",
             metavar="SIZE",
-            help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes.",
+            help="Segment size before a new one is started: 64MiB, 512KiB, 1KiB or bytes [default: 64MiB].",
         ),
-    ] = "64MiB",
-    fsync: Annotated[FsyncMode, typer.Option("--fsync", help="When appends are synced to disk.")] = FsyncMode.always,
+    ] = None,
+    fsync: Annotated[
+        FsyncMode | None, typer.Option("--fsync", help="When appends are synced to disk [default: always].")
+    ] = None,
+    replicas: Annotated[
+        int | None, typer.Option("--replicas", min=1, max=5, metavar="N", help="NATS: copies of each event [1].")
+    ] = None,
+    max_age: Annotated[
+        str | None, typer.Option("--max-age", metavar="DURATION", help="NATS: the stream drops older events.")
+    ] = None,
+    max_bytes: Annotated[
+        str | None, typer.Option("--max-bytes", metavar="SIZE", help="NATS: the stream keeps at most this much.")
+    ] = None,
+    dedup_window: Annotated[
+        str | None,
+        typer.Option("--dedup-window", metavar="DURATION", help="How long an --id is remembered [default: 2m]."),
+    ] = None,
 ) -> None:
     """Create a log with chosen settings; an existing log is an error (exit 1).
 
+    On a NATS location it creates the stream STREAM (subjects STREAM.>) and its dead-letter stream
+    STREAM_DLQ; --format, --segment-bytes and --fsync are local settings, and --replicas, --max-age and
+    --max-bytes NATS ones (the server keeps those limits; locally, `compact` applies them).
+
     Example: evlog -d ./events init --format msgpack --segment-bytes 16MiB
+
+    Example: evlog -d nats://127.0.0.1:4222/orders init --replicas 3 --max-age 30d
     """
+    import msgspec
+
     from evlog.settings import MIN_SEGMENT_BYTES, Settings
     from evlog.store.log import Log
-    from evlog.units import parse_size
+    from evlog.units import parse_duration_us, parse_size
 
-    size = parse_arg("--segment-bytes", parse_size, segment_bytes)
+    st = state(ctx)
+    window = parse_arg("--dedup-window", parse_duration_us, dedup_window)
+    if st.nats:
+        for name, value in (("--format", format), ("--segment-bytes", segment_bytes), ("--fsync", fsync)):
+            if value is not None:
+                raise UsageError(f"{name} is a setting of a local log; a NATS stream is JSON, kept by the server")
+        from evlog.store.nats import NatsLog
+
+        age = parse_arg("--max-age", parse_duration_us, max_age)
+        size = parse_arg("--max-bytes", parse_size, max_bytes)
+        nats_log = NatsLog(st.location, creds=st.nats_creds, timeout=st.nats_timeout)
+        try:
+            nats_log.create(replicas=replicas or 1, max_age_us=age, max_bytes=size,
+                            dedup_window_us=window if window is not None else Settings().dedup_window_us)
+        finally:
+            nats_log.close()
+        diag.info(f"created the stream {nats_log.stream} at {nats_log.where} ({replicas or 1} "
+                  f"replica{'s' if (replicas or 1) != 1 else ''})")
+        return
+    for flag, given in (("--replicas", replicas is not None), ("--max-age", max_age is not None),
+                        ("--max-bytes", max_bytes is not None)):
+        if given:
+            raise UsageError(f"{flag} applies to a NATS log; a local log's retention is set in evlog.toml "
+                             "and applied by `evlog compact`")
+    size = parse_arg("--segment-bytes", parse_size, segment_bytes or "64MiB")
     if size < MIN_SEGMENT_BYTES:
         raise UsageError(f"--segment-bytes: must be at least {MIN_SEGMENT_BYTES} bytes (1KiB)")
-    st = state(ctx)
-    settings = Settings(format=format.value, segment_bytes=size, fsync=fsync.value)
+    fmt = (format or StoreFormat.jsonl).value
+    settings = Settings(format=fmt, segment_bytes=size, fsync=(fsync or FsyncMode.always).value)
+    if window is not None:
+        settings = msgspec.structs.replace(settings, dedup_window_us=window)
     log = Log.create(st.dir, settings, exist_ok=False)
-    diag.info(f"created a {format.value} log at {log.dir}")
+    diag.info(f"created a {fmt} log at {log.dir}")
 
 
 @app.command()
@@ -82,7 +131,11 @@ def compact(
 
     age = parse_arg("--max-age", parse_duration_us, max_age)
     size = parse_arg("--max-bytes", parse_size, max_bytes)
-    log = state(ctx).log()
+    st = state(ctx)
+    if st.nats:
+        _compact_nats(st, age, size, max_events, keys=keys, dry_run=dry_run, json_=json_)
+        return
+    log = st.local_log("")
     plan = compact_mod.plan_from(log, max_age_us=age, max_bytes=size, max_events=max_events, keys=keys)
     with step_progress("compacting") as progress:
         result = compact_mod.compact(log, plan, dry_run=dry_run, wait=wait, progress=progress)
@@ -91,6 +144,45 @@ def compact(
 
         write_out(msgspec.json.encode(result.as_dict()) + b"\n")
     diag.info(result.text())
+
+
+def _compact_nats(st: Any, age: int | None, size: int | None, max_events: int | None, *, keys: bool,
+                  dry_run: bool, json_: bool) -> None:
+    """On a NATS log, retention is the stream's own limits: set them, and the server applies them now and
+    from then on. Key compaction has no sound mapping (keys are not subjects), so --keys is refused."""
+    import msgspec
+
+    from evlog.store.nats import NatsLog
+
+    if keys:
+        raise UsageError("--keys: a NATS log keeps keys in the payload, not in subjects, so the server cannot "
+                         "keep the newest event per key; `evlog mirror` it into a local log and compact that")
+    if age is None and size is None and max_events is None:
+        raise UsageError("on a NATS log give --max-age, --max-bytes or --max-events (they become the "
+                         "stream's limits)")
+    log = NatsLog(st.location, creds=st.nats_creds, timeout=st.nats_timeout)
+    try:
+        before = log.state()
+        if not dry_run:
+            log.set_limits(max_age_us=age, max_bytes=size, max_events=max_events)
+        after = log.state()
+    finally:
+        log.close()
+    removed = max(0, int(before.messages) - int(after.messages))
+    limits = ", ".join(f"{n} {v}" for n, v in (("max_age", max_age_text(age)), ("max_bytes", size),
+                                                   ("max_events", max_events)) if v is not None)
+    result = {"dry_run": dry_run, "events_removed": removed, "bytes_removed": max(0, before.bytes - after.bytes),
+              "limits": {"max_age": max_age_text(age), "max_bytes": size, "max_events": max_events}}
+    if json_:
+        write_out(msgspec.json.encode(result) + b"\n")
+    what = "would set" if dry_run else "set"
+    diag.info(f"{what} the stream's limits ({limits}); {removed} events removed")
+
+
+def max_age_text(us: int | None) -> str | None:
+    from evlog.units import format_duration_us
+
+    return None if us is None else format_duration_us(us)
 
 
 @app.command()
@@ -105,11 +197,15 @@ def info(
     import msgspec
 
     from evlog.consumers.admin import consumer_facts
-    from evlog.store.info import info as storage_facts
 
-    log = state(ctx).log()
-    facts = storage_facts(log)
-    facts |= consumer_facts(log, None if facts["last_offset"] is None else facts["last_offset"] + 1)
+    st = state(ctx)
+    log = st.event_log()
+    try:
+        facts = log.info()
+        end = None if facts["last_offset"] is None else facts["last_offset"] + 1
+        facts |= consumer_facts(log, end)
+    finally:
+        log.close()
     if json_:
         write_out(msgspec.json.encode(facts) + b"\n")
     else:
@@ -118,16 +214,16 @@ def info(
 
 def _info_text(facts: dict[str, Any]) -> str:
     rows = [
-        ("directory", facts["dir"]),
+        ("directory" if facts["segments"] is not None else "stream", facts["dir"]),
         ("format", facts["format"]),
-        ("segments", facts["segments"]),
+        ("segments", "-" if facts["segments"] is None else facts["segments"]),
         ("events", facts["events"]),
         ("offsets", "-" if facts["first_offset"] is None else f"{facts['first_offset']}..{facts['last_offset']}"),
         ("bytes", facts["bytes"]),
         ("oldest", facts["oldest_time"] or "-"),
         ("newest", facts["newest_time"] or "-"),
         ("groups", ", ".join(f"{g['name']} (lag {g['lag']})" for g in facts["groups"]) or "none"),
-        ("hooks", facts["hooks"]),
+        ("hooks", "-" if facts["hooks"] is None else facts["hooks"]),
         ("dead letters", facts["dead_letters"]),
     ]
     width = max(len(k) for k, _ in rows)
@@ -149,7 +245,8 @@ def verify(
     """
     from evlog.store import verify as verify_mod
 
-    log = state(ctx).log()
+    log = state(ctx).local_log("verify checks a local log's files; a NATS stream's storage is checked by its "
+                               "server (`nats stream info`, and its RAFT replicas repair each other)")
     report = verify_mod.verify(log, repair=repair)
     if json_:
         write_out(verify_mod.to_json(report) + b"\n")

@@ -14,7 +14,6 @@ import importlib
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -26,7 +25,7 @@ from evlog.cli.basics import INVOCATION, LogFormat, State
 from evlog.cli.diag import diag
 from evlog.errors import EvlogError, ExitCode
 
-HELP = """evlog keeps an append-only event log in a local directory.
+HELP = """evlog keeps an append-only event log in a local directory, or on a NATS JetStream cluster.
 
 Example: evlog append order.created sku=A1 count:=3 --key cust-7
 
@@ -37,7 +36,7 @@ Example: evlog tail -f --type 'order.*'
 COMMANDS = {
     "init": "admin", "append": "append", "read": "read", "tail": "read", "replay": "consume", "run": "consume",
     "compact": "admin", "serve": "net", "subscribe": "net", "info": "admin", "verify": "admin",
-    "groups": "groups", "hooks": "hooks", "dlq": "dlq",
+    "groups": "groups", "hooks": "hooks", "dlq": "dlq", "mirror": "mirror",
 }
 GROUPS = {"groups", "hooks", "dlq"}
 
@@ -106,16 +105,27 @@ def _version(value: bool) -> None:
 def _global(
     ctx: typer.Context,
     directory: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--dir",
             "-d",
             envvar="EVLOG_DIR",
             show_envvar=True,
-            metavar="PATH",
-            help="The log directory (default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog).",
+            metavar="PATH|URL",
+            help="The log: a directory (default: $XDG_DATA_HOME/evlog, else ~/.local/share/evlog), "
+            "or a NATS JetStream stream, nats://[USER:PASS@]HOST[:PORT][,HOST:PORT...]/STREAM.",
         ),
     ] = None,
+    nats_creds: Annotated[
+        str | None,
+        typer.Option("--nats-creds", envvar="EVLOG_NATS_CREDS", show_envvar=True, metavar="FILE",
+                     help="A NATS credentials file, for a nats:// or tls:// log."),
+    ] = None,
+    nats_timeout: Annotated[
+        float,
+        typer.Option("--nats-timeout", metavar="SECONDS", min=0.1,
+                     help="How long commands on a NATS log keep retrying while the cluster has no leader."),
+    ] = 30.0,
     log_format: Annotated[
         LogFormat,
         typer.Option("--log-format", envvar="EVLOG_LOG_FORMAT", help="Format of evlog's own diagnostics on stderr."),
@@ -128,7 +138,7 @@ def _global(
     ] = False,
 ) -> None:
     diag.configure(log_format.value, quiet=quiet, verbose=verbose)
-    ctx.obj = State(directory, debug)
+    ctx.obj = State(directory, debug, nats_creds=nats_creds, nats_timeout=nats_timeout)
 
 
 # -- the entry point -----------------------------------------------------------------------

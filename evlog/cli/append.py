@@ -10,7 +10,7 @@ import typer
 from evlog.cli.basics import state, write_out
 from evlog.cli.diag import diag
 from evlog.errors import ExitCode, UsageError
-from evlog.store.reader import Range, read_frames
+from evlog.store.reader import Range
 
 app = typer.Typer(add_completion=False)
 
@@ -57,10 +57,17 @@ def append(
     json_: Annotated[bool, typer.Option("--json", help="Print the record (or --batch summary) as JSON.")] = False,
     batch: Annotated[bool, typer.Option("--batch", help="Append JSON Lines from stdin, all or nothing.")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Append JSON Lines from stdin as they arrive.")] = False,
+    log_time: Annotated[
+        bool,
+        typer.Option("--log-time", help="With --batch/--stream: give every event the time it is appended, "
+                     "ignoring input times."),
+    ] = False,
 ) -> None:
     """Append one event, or many with --batch / --stream; prints the offset.
 
     Text must be UTF-8, and data may nest arrays and objects at most 100 levels deep (invalid input: exit 4).
+    Input lines of --batch/--stream keep their `time` unless it is earlier than the log's newest time (then
+    it is raised to it, and counted) or --log-time is given; a time more than a minute ahead is invalid.
 
     Example: evlog append order.created sku=A1 count:=3 --key cust-7
 
@@ -69,29 +76,37 @@ def append(
     from evlog.ingest import append as appending
 
     st = state(ctx)
-    if batch or stream:
-        if batch and stream:
-            raise UsageError("--batch and --stream cannot be combined")
-        if type_ is not None or fields or data is not None or key or subject or id_:
-            raise UsageError("--batch/--stream read events from stdin; give no TYPE, FIELD or event options")
-        if batch:
-            summary = appending.batch(st.dir, sys.stdin.fileno(), source, report=diag.emit)
-            if json_:
-                write_out(summary.json_line())
-            diag.info(summary.text())
+    if log_time and not (batch or stream):
+        raise UsageError("--log-time applies to --batch and --stream")
+    target = st.target(diag.emit)
+    try:
+        if batch or stream:
+            if batch and stream:
+                raise UsageError("--batch and --stream cannot be combined")
+            if type_ is not None or fields or data is not None or key or subject or id_:
+                raise UsageError("--batch/--stream read events from stdin; give no TYPE, FIELD or event options")
+            if batch:
+                summary = appending.batch(target, sys.stdin.fileno(), source, keep_times=not log_time)
+                if json_:
+                    write_out(summary.json_line())
+                diag.info(summary.text())
+                return
+            streamed = appending.stream(target, sys.stdin.fileno(), source, keep_times=not log_time)
+            if streamed.raised:
+                diag.info(f"{streamed.raised} time{'s' if streamed.raised != 1 else ''} earlier than the log's "
+                          "newest raised to it")
+            if streamed.bad:
+                diag.warning(f"{streamed.bad} invalid line{'s' if streamed.bad != 1 else ''} skipped")
+                raise typer.Exit(ExitCode.PARTIAL)
             return
-        bad = appending.stream(st.dir, sys.stdin.fileno(), source, report=diag.emit)
-        if bad:
-            diag.warning(f"{bad} invalid line{'s' if bad != 1 else ''} skipped")
-            raise typer.Exit(ExitCode.PARTIAL)
-        return
-    if type_ is None:
-        raise UsageError("missing TYPE (or use --batch / --stream)")
-    payload = appending.payload(fields or [], data)
-    log, offset = appending.one(st.dir, type_, payload, key=key, subject=subject, source=source, id_=id_,
-                                report=diag.emit)
-    if json_:
-        frame = next(iter(read_frames(log, Range(start=offset, to=offset))))
-        write_out(log.codec.json(frame) + b"\n")
-    else:
-        write_out(b"%d\n" % offset)
+        if type_ is None:
+            raise UsageError("missing TYPE (or use --batch / --stream)")
+        payload = appending.payload(fields or [], data)
+        log, offset = appending.one(target, type_, payload, key=key, subject=subject, source=source, id_=id_)
+        if json_:
+            frame = next(iter(log.reader().chunks(Range(start=offset, to=offset))))[0]
+            write_out(log.codec.json(frame) + b"\n")
+        else:
+            write_out(b"%d\n" % offset)
+    finally:
+        target.close()

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from evlog.cli.basics import parse_arg, state
+from evlog.cli.basics import log_of, parse_arg
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     BatchOpt,
@@ -108,18 +108,29 @@ def replay(
     )
     rng = make_range(from_, since, last, to, until)
     flt = make_filter(type_, key, subject, source, where)
-    log = state(ctx).log()
+    log = log_of(ctx)
     from evlog.cli.progress import consumer_progress
 
     with consumer_progress(log, "replay") as progress:
-        consumer = delivery.Consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress,
-                                     report=diag.emit)
+        consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress,
+                             report=diag.emit)
         summary = consumer.run()
     if dry_run:
         diag.info(f"dry run: {summary.events} events would be delivered; nothing was run")
     summary_out(summary, json_)
     if summary.dead_lettered:
         raise typer.Exit(ExitCode.PARTIAL)
+
+
+def _consumer(log: Any, *args: Any, **kwargs: Any) -> Any:
+    """A replay's consumer: on a NATS log, a group is the stream's durable consumer (evlog.consumers.nats)."""
+    if log.kind == "nats" and kwargs.get("group") is not None:
+        from evlog.consumers.nats import NatsGroupConsumer
+
+        return NatsGroupConsumer(log, *args, **kwargs)
+    from evlog.consumers.consumer import Consumer
+
+    return Consumer(log, *args, **kwargs)
 
 
 @app.command("run")
@@ -135,8 +146,9 @@ def run_hooks(
     Example: evlog run --once
     """
     from evlog.consumers import admin as consumers
+    from evlog.consumers.state import HOOKS_ARE_LOCAL
 
-    summaries, errors = consumers.run_hooks(state(ctx).log(), list(names or []), follow=not once,
+    summaries, errors = consumers.run_hooks(log_of(ctx, HOOKS_ARE_LOCAL), list(names or []), follow=not once,
                                             report=diag.emit)
     if not summaries and not errors:
         diag.info("no active hooks to run")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from evlog.cli.basics import INVOCATION, parse_arg, state, write_out
+from evlog.cli.basics import INVOCATION, log_of, parse_arg, write_out
 from evlog.cli.diag import diag
 from evlog.cli.options import GroupOpt, HookOpt, KeyOpt, SourceOpt, SubjectOpt, TypeOpt, WhereOpt, duration, make_filter
 from evlog.errors import ExitCode, UsageError
@@ -40,7 +40,7 @@ def dlq_list(
     from evlog.consumers import admin as consumers
 
     entries = consumers.dead_letter_entries(
-        state(ctx).log(), make_filter(type_, key, subject, source, where), hook=hook, group=group
+        log_of(ctx), make_filter(type_, key, subject, source, where), hook=hook, group=group
     )
     if json_ or not sys.stdout.isatty():
         import msgspec
@@ -62,7 +62,7 @@ def dlq_show(ctx: typer.Context, dlq_id: Annotated[int, typer.Argument(help="The
 
     from evlog.consumers import admin as consumers
 
-    entry = consumers.dead_letter(state(ctx).log(), dlq_id)
+    entry = consumers.dead_letter(log_of(ctx), dlq_id)
     if sys.stdout.isatty():
         write_out(msgspec.json.format(msgspec.json.encode(entry), indent=2) + b"\n")
     else:
@@ -77,7 +77,7 @@ def dlq_count(ctx: typer.Context) -> None:
     """
     from evlog.consumers import admin as consumers
 
-    write_out(b"%d\n" % len(consumers.dead_letter_entries(state(ctx).log(), None)))
+    write_out(b"%d\n" % len(consumers.dead_letter_entries(log_of(ctx), None)))
 
 
 @app.command("retry")
@@ -117,7 +117,7 @@ def dlq_retry(
     if not ids and not all_ and hook is None and group is None:
         raise UsageError("give DLQ_IDs, --all, --hook or --group")
     seconds = None if timeout is None else duration("--timeout", timeout, positive=True)
-    report = consumers.retry(state(ctx).log(), ids, hook=hook, group=group, command=command, timeout=seconds)
+    report = consumers.retry(log_of(ctx), ids, hook=hook, group=group, command=command, timeout=seconds)
     diag.info(
         f"retried {len(report.succeeded) + len(report.failed)}: {len(report.succeeded)} succeeded, "
         f"{len(report.failed)} still failing"
@@ -165,6 +165,6 @@ def dlq_purge(
     if not ids and not all_ and before is None:
         raise UsageError("give DLQ_IDs, --all or --before TIME")
     removed = consumers.purge(
-        state(ctx).log(), list(ids or []), all_=all_, before_us=parse_arg("--before", parse_time_us, before)
+        log_of(ctx), list(ids or []), all_=all_, before_us=parse_arg("--before", parse_time_us, before)
     )
     diag.info(f"removed {removed} entries")

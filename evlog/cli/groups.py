@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from evlog.cli.basics import parse_arg, rows_out, state
+from evlog.cli.basics import log_of, parse_arg, rows_out
 from evlog.cli.diag import diag
 from evlog.errors import UsageError
 
@@ -29,7 +29,7 @@ def groups_list(
 
     from evlog.consumers.admin import group_rows
 
-    rows_out(group_rows(state(ctx).log()), json_,
+    rows_out(group_rows(log_of(ctx)), json_,
               lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")
 
 
@@ -54,7 +54,7 @@ def groups_reset(
     if sum((to is not None, to_time is not None, to_end, to_start)) != 1:
         raise UsageError("give exactly one of --to, --to-time, --to-end, --to-start")
     position = consumers.reset_group(
-        state(ctx).log(),
+        log_of(ctx),
         name,
         to=to,
         to_time_us=parse_arg("--to-time", parse_time_us, to_time),
@@ -72,4 +72,4 @@ def groups_delete(ctx: typer.Context, name: Annotated[str, typer.Argument(help="
     """
     from evlog.consumers import admin as consumers
 
-    consumers.delete_group(state(ctx).log(), name)
+    consumers.delete_group(log_of(ctx), name)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from evlog.cli.basics import rows_out, state, write_out
+from evlog.cli.basics import log_of, rows_out, write_out
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     BatchOpt,
@@ -23,6 +23,7 @@ from evlog.cli.options import (
     handler_argv,
     make_filter,
 )
+from evlog.consumers.state import HOOKS_ARE_LOCAL
 
 app = typer.Typer(
     add_completion=False,
@@ -59,7 +60,7 @@ def hooks_add(
     duration("--timeout", timeout, positive=True)
     make_filter(type_, key, subject, source, where)
     warnings = consumers.add_hook(
-        state(ctx).log(),
+        log_of(ctx, HOOKS_ARE_LOCAL),
         name,
         argv,
         types=list(type_ or []),
@@ -87,7 +88,7 @@ def hooks_list(
     """
     from evlog.consumers import admin as consumers
 
-    rows_out(consumers.hook_rows(state(ctx).log()), json_, _hook_line)
+    rows_out(consumers.hook_rows(log_of(ctx, HOOKS_ARE_LOCAL)), json_, _hook_line)
 
 
 def _hook_line(r: dict[str, Any]) -> str:
@@ -108,7 +109,7 @@ def hooks_show(ctx: typer.Context, name: Annotated[str, typer.Argument(help="The
 
     from evlog.consumers import admin as consumers
 
-    write_out(msgspec.json.encode(consumers.hook_row(state(ctx).log(), name)) + b"\n")
+    write_out(msgspec.json.encode(consumers.hook_row(log_of(ctx, HOOKS_ARE_LOCAL), name)) + b"\n")
 
 
 @app.command("remove")
@@ -119,7 +120,7 @@ def hooks_remove(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
     """
     from evlog.consumers import admin as consumers
 
-    consumers.remove_hook(state(ctx).log(), name)
+    consumers.remove_hook(log_of(ctx, HOOKS_ARE_LOCAL), name)
 
 
 @app.command("pause")
@@ -130,7 +131,7 @@ def hooks_pause(ctx: typer.Context, name: Annotated[str, typer.Argument(help="Th
     """
     from evlog.consumers import admin as consumers
 
-    consumers.set_paused(state(ctx).log(), name, True)
+    consumers.set_paused(log_of(ctx, HOOKS_ARE_LOCAL), name, True)
 
 
 @app.command("resume")
@@ -141,4 +142,4 @@ def hooks_resume(ctx: typer.Context, name: Annotated[str, typer.Argument(help="T
     """
     from evlog.consumers import admin as consumers
 
-    consumers.set_paused(state(ctx).log(), name, False)
+    consumers.set_paused(log_of(ctx, HOOKS_ARE_LOCAL), name, False)

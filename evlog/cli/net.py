@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from evlog.cli.basics import state
+from evlog.cli.basics import log_of, state
 from evlog.cli.diag import diag
 from evlog.cli.options import (
     FormatOpt,
@@ -88,8 +88,10 @@ def serve(
         raise UsageError("give --token or --token-file, not both")
     if (tls_cert is None) != (tls_key is None):
         raise UsageError("--tls-cert and --tls-key go together")
-    log = state(ctx).log()
-    tokens = Tokens(log.dir, token, token_file, report=diag.emit)
+    from evlog.consumers.state import local_dir
+
+    log = log_of(ctx)
+    tokens = Tokens(local_dir(log), token, token_file, report=diag.emit)
     signum = server.run(
         log,
         host=host,
@@ -133,7 +135,8 @@ def subscribe(
     check_utf8("--token", token)
     if from_ is not None and from_ not in ("beginning", "end") and not (from_.isascii() and from_.isdigit()):
         raise UsageError(f"--from {from_!r}: use an offset, beginning or end")
-    secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), state(ctx).dir)
+    st = state(ctx)
+    secret = sub.find_token(token, os.environ.get("EVLOG_TOKEN"), None if st.nats else st.dir)
     flt = make_filter(type_, key, subject, source, where)
     render = _record_renderer(out_format(format))
     out = sys.stdout.buffer

@@ -8,8 +8,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from evlog.store.reader import next_offset
-
 
 @contextmanager
 def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | None]:
@@ -20,7 +18,7 @@ def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = max(0, next_offset(log))
+    total = max(0, log.next_offset())
     with Progress(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TextColumn("{task.fields[failures]}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:
@@ -37,6 +35,33 @@ def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | 
             rate = summary.events / max(1e-6, now - started)
             bar.update(task, completed=summary.events, rate=f"{rate:,.0f}/s",
                        failures=f"{summary.dead_lettered} failed" if summary.dead_lettered else "")
+
+        yield update
+
+
+@contextmanager
+def mirror_progress(log: Any) -> Iterator[Callable[[Any], None] | None]:
+    """A callback taking a MirrorSummary, drawing the source position against its end; None off a terminal."""
+    if not sys.stderr.isatty():
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    total = max(0, log.next_offset())
+    with Progress(TextColumn("mirror"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[copied]}"),
+                  TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
+        task = bar.add_task("mirror", total=total or None, copied="")
+        last = 0.0
+
+        def update(summary: Any) -> None:
+            nonlocal last
+            now = time.monotonic()
+            if now - last < 0.1:
+                return
+            last = now
+            bar.update(task, completed=summary.position, total=max(total, summary.position) or None,
+                       copied=f"{summary.events} copied")
 
         yield update
 

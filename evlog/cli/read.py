@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from evlog.cli.basics import state
+from evlog.cli.basics import State, state
 from evlog.cli.options import (
     FollowOpt,
     FormatOpt,
@@ -27,8 +27,8 @@ from evlog.cli.options import (
     out_format,
 )
 from evlog.query.filters import Filter
-from evlog.store.log import Log
-from evlog.store.reader import EVERYTHING, Range, Reader, last_frames
+from evlog.store.backend import EventLog
+from evlog.store.reader import EVERYTHING, Range
 
 app = typer.Typer(add_completion=False)
 
@@ -58,7 +58,7 @@ def read(
     """
     rng = make_range(from_, since, last, to, until)
     flt = make_filter(type_, key, subject, source, where)
-    _run(state(ctx).log(), rng, flt, out_format(format), limit=limit, follow=follow)
+    _run(state(ctx), rng, flt, out_format(format), limit=limit, follow=follow)
 
 
 @app.command()
@@ -80,7 +80,7 @@ def tail(
     Example: evlog tail -n 20 -f --type 'payment.*'
     """
     flt = make_filter(type_, key, subject, source, where)
-    _run(state(ctx).log(), EVERYTHING, flt, out_format(format), tail=n, follow=follow)
+    _run(state(ctx), EVERYTHING, flt, out_format(format), tail=n, follow=follow)
 
 
 # -- selecting, rendering, following -------------------------------------------------------------
@@ -89,7 +89,7 @@ Select = Callable[[list[bytes]], list[bytes]]
 RenderMany = Callable[[list[bytes]], bytes]
 
 
-def _render(fmt: str, log: Log) -> RenderMany:
+def _render(fmt: str, log: EventLog) -> RenderMany:
     if fmt == "pretty":
         from evlog.cli.pretty import PrettyRenderer
 
@@ -100,21 +100,30 @@ def _render(fmt: str, log: Log) -> RenderMany:
     return renderer_many(fmt, log.codec)
 
 
-def _run(log: Log, rng: Range, flt: Filter, fmt: str, *, limit: int | None = None, tail: int | None = None,
+def _run(st: State, rng: Range, flt: Filter, fmt: str, *, limit: int | None = None, tail: int | None = None,
          follow: bool = False) -> None:
     """Print the records of the range (or the last `tail`) that pass the filter, at most `limit`; follow."""
+    log = st.event_log()
+    try:
+        _print(log, rng, flt, fmt, limit=limit, tail=tail, follow=follow)
+    finally:
+        log.close()
+
+
+def _print(log: EventLog, rng: Range, flt: Filter, fmt: str, *, limit: int | None, tail: int | None,
+           follow: bool) -> None:
     select = flt.compile_chunk(log.codec)
     render = _render(fmt, log)
     out = sys.stdout.buffer
     remaining = limit
     if remaining == 0:
         return
+    reader = log.reader(flt.types)  # a NATS server filters the types itself
     try:
         if tail is not None:
-            frames, next_offset = last_frames(log, tail, flt.compile(log.codec))
+            frames, next_offset = reader.tail(tail, flt.compile(log.codec))
             out.write(render(frames))
         else:
-            reader = Reader(log)
             remaining = _emit(reader.chunks(rng), select, render, out, remaining)
             if remaining == 0 or rng.bounded:
                 return
@@ -124,7 +133,7 @@ def _run(log: Log, rng: Range, flt: Filter, fmt: str, *, limit: int | None = Non
     finally:
         out.flush()
     if follow:
-        _follow(log, next_offset, select, render, remaining)
+        _follow(log, next_offset, flt.types, select, render, remaining)
 
 
 def _emit(chunks: Iterable[list[bytes]], select: Select | None, render: RenderMany, out: object,
@@ -145,13 +154,12 @@ def _emit(chunks: Iterable[list[bytes]], select: Select | None, render: RenderMa
     return remaining
 
 
-def _follow(log: Log, next_offset: int, select: Select | None, render: RenderMany, remaining: int | None) -> None:
+def _follow(log: EventLog, next_offset: int, types: list[str], select: Select | None, render: RenderMany,
+            remaining: int | None) -> None:
     from evlog.cli.signals import interrupted
-    from evlog.query.follow import Follower
 
-    follower = Follower(log, next_offset)
     out = sys.stdout.buffer
-    for frames in follower.follow(interrupted):
+    for frames in log.follow(next_offset, types, None, interrupted):
         remaining = _emit([frames], select, render, out, remaining, flush=True)
         if remaining == 0:
             return

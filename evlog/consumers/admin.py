@@ -8,28 +8,35 @@ from typing import Any
 
 import msgspec
 
-from evlog.consumers.checkpoints import Groups, check_name
+from evlog.consumers.checkpoints import check_name
 from evlog.consumers.consumer import Consumer, Options, RetryReport, Summary, retry_dead_letters, run_consumers
-from evlog.consumers.deadletter import DeadLetters
 from evlog.consumers.hooks import Hook, Registry
+from evlog.consumers.state import dead_letters_of as _dead
+from evlog.consumers.state import groups_of as _groups
+from evlog.consumers.state import registry_of
 from evlog.errors import EvlogError, UsageError, quoted
 from evlog.query.filters import Filter
 from evlog.report import Report, quiet
-from evlog.store.log import Log
-from evlog.store.reader import Range, next_offset, read_frames
+from evlog.store.backend import EventLog as Log
+from evlog.store.reader import Range
 from evlog.units import parse_duration
 
 
-def _groups(log: Log) -> Groups:
-    return Groups(log.dir, log.settings.fsync != "never")
-
-
-def _dead(log: Log) -> DeadLetters:
-    return DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
-
-
 def _registry(log: Log) -> Registry:
-    return Registry(log.dir, log.settings.fsync != "never")
+    return registry_of(log)  # type: ignore[no-any-return]
+
+
+def next_offset(log: Log) -> int:
+    return log.next_offset()
+
+
+def _first_at(log: Log, since_us: int | None) -> int:
+    """The offset of the first record at or after a time (the next offset when there is none)."""
+    reader = log.reader()
+    for chunk in reader.chunks(Range(since_us=since_us)):
+        if chunk:
+            return log.codec.offset(chunk[0])
+    return next_offset(log)
 
 
 # -- groups ----------------------------------------------------------------------------------
@@ -49,8 +56,7 @@ def reset_group(log: Log, name: str, *, to: int | None, to_time_us: int | None, 
     elif to_start:
         position = 0
     else:
-        position = next((log.codec.offset(f) for f in read_frames(log, Range(since_us=to_time_us))),
-                        next_offset(log))
+        position = _first_at(log, to_time_us)
     groups.set(name, position)
     return position
 
@@ -226,17 +232,21 @@ def purge(log: Log, ids: list[int], *, all_: bool, before_us: int | None) -> int
 # -- facts -------------------------------------------------------------------------------------
 
 def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
-    """Each group's position (the next offset it will be given) and lag."""
+    """Each group's position (the next offset it will be given; on a NATS log, the offset after its
+    acknowledged prefix) and lag (on a NATS log, the events it has still to finish)."""
     groups = _groups(log)
     end = end if end is not None else next_offset(log)
     rows = []
     for name in groups.names():
         position = groups.get(name)
         if position is not None:
-            rows.append({"name": name, "position": position, "lag": max(0, end - position)})
+            lag = groups.lag(name) if hasattr(groups, "lag") else None
+            rows.append({"name": name, "position": position, "lag": max(0, end - position) if lag is None else lag})
     return rows
 
 
 def consumer_facts(log: Log, end: int | None = None) -> dict[str, Any]:
-    """What `evlog info` tells of the consumers: groups with lag, the number of hooks and of dead letters."""
-    return {"groups": group_rows(log, end), "hooks": len(_registry(log).load()), "dead_letters": _dead(log).count()}
+    """What `evlog info` tells of the consumers: groups with lag, the number of hooks (null on a NATS log,
+    which has none) and of dead letters."""
+    hooks = None if log.kind == "nats" else len(_registry(log).load())
+    return {"groups": group_rows(log, end), "hooks": hooks, "dead_letters": _dead(log).count()}

@@ -30,15 +30,15 @@ from typing import Any
 import msgspec
 
 from evlog.consumers import runner
-from evlog.consumers.checkpoints import Groups
-from evlog.consumers.deadletter import Containment, DeadLetters
+from evlog.consumers.deadletter import Containment
+from evlog.consumers.state import dead_letters_of, groups_of
 from evlog.errors import DeadLetterFull, EvlogError, ExitCode, HandlerCannotStart, HandlerStopped, UndecodableRecord
 from evlog.ingest.event import block_ok
 from evlog.query.filters import Filter
 from evlog.report import Report, quiet
+from evlog.store.backend import EventLog
 from evlog.store.framing import Record, undecodable
-from evlog.store.log import Log
-from evlog.store.reader import Range, Reader
+from evlog.store.reader import Range
 
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
 HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
@@ -81,13 +81,13 @@ class Summary:
                 f"{self.dead_lettered} dead-lettered, {self.elapsed_s:.2f}s")
 
 
-def base_env(log_dir: Path, clean: bool, group: str | None, hook: str | None) -> dict[str, str]:
+def base_env(where: str, clean: bool, group: str | None, hook: str | None) -> dict[str, str]:
     """evlog's environment for handlers: minus EVLOG_TOKEN, or only the clean-env set; plus EVLOG_DIR/GROUP."""
     if clean:
         env = {k: v for k, v in os.environ.items() if k in CLEAN_ENV_KEEP or k.startswith("LC_")}
     else:
         env = {k: v for k, v in os.environ.items() if k != "EVLOG_TOKEN" and k not in HANDLER_VARS}
-    env["EVLOG_DIR"] = str(log_dir.resolve())
+    env["EVLOG_DIR"] = where if "://" in where else str(Path(where).resolve())
     if group is not None:
         env["EVLOG_GROUP"] = group
     if hook is not None:
@@ -157,7 +157,7 @@ class _State:
 class Consumer:
     """One consumer of the log: a replay, a hook, or the replay of dead letters."""
 
-    def __init__(self, log: Log, options: Options, flt: Filter | None = None, *, group: str | None = None,
+    def __init__(self, log: EventLog, options: Options, flt: Filter | None = None, *, group: str | None = None,
                  hook: str | None = None, rng: Range | None = None, follow: bool = False,
                  progress: Callable[[Summary], None] | None = None,
                  out_fd: int = 1, err_fd: int = 2, report: Report = quiet) -> None:
@@ -171,9 +171,9 @@ class Consumer:
         self.follow = follow
         self.progress = progress
         self.out_fd, self.err_fd = out_fd, err_fd
-        s = log.settings
-        self.groups = Groups(log.dir, s.fsync != "never")
-        self.dead = DeadLetters(log.dir, s.dead_letter_max_entries, s.fsync != "never")
+        self.types = list(flt.types) if flt is not None else []  # a NATS server filters these itself
+        self.groups = groups_of(log)
+        self.dead = dead_letters_of(log)
         self.stop = threading.Event()
         self.summary = Summary()
         self.base_env = self._base_env()
@@ -184,7 +184,7 @@ class Consumer:
     # -- environment ---------------------------------------------------------------------
 
     def _base_env(self) -> dict[str, str]:
-        return base_env(self.log.dir, self.opts.clean_env, self.group, self.hook)
+        return base_env(self.log.where, self.opts.clean_env, self.group, self.hook)
 
     def _env(self, task: _Task, rec: Record | None, attempt: int) -> dict[str, str]:
         if rec is None:
@@ -225,7 +225,7 @@ class Consumer:
             batch = self.opts.batch
             saved = self.start_position()
             r = self.rng
-            reader = Reader(self.log)
+            reader = self.log.reader(self.types)
             chunks = reader.chunks(r if saved is None else Range(start=saved, to=r.to, until_us=r.until_us))
             pending: list[bytes] = []
 
@@ -263,10 +263,7 @@ class Consumer:
                 pending = []
             next_offset = max(reader.next_offset, saved or 0, r.start or 0)
             if self.follow and not r.bounded:
-                from evlog.query.follow import Follower
-
-                follower = Follower(self.log, next_offset)
-                for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+                for frames in self.log.follow(next_offset, self.types, self.stop, KeyboardInterrupt):
                     take(frames, flush=True)  # following: deliver what arrived
             out.put(("end", next_offset))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
@@ -490,7 +487,7 @@ class Consumer:
         if self.follow:
             return True
         r = self.rng
-        reader = Reader(self.log)
+        reader = self.log.reader(self.types)
         chunks = reader.chunks(r if position is None else Range(start=position, to=r.to, until_us=r.until_us))
         for chunk in chunks:
             if chunk and (self.select is None or self._select(self.select, chunk)[0]):
@@ -555,11 +552,11 @@ class RetryReport:
     failed: list[int] = field(default_factory=list)
 
 
-def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], command: list[str] | None,
+def retry_dead_letters(log: EventLog, chosen: Callable[[dict[str, Any]], bool], command: list[str] | None,
                        timeout: float | None = None) -> RetryReport:
     """Run each chosen entry's handler again (or `command`), contained as its failed run was (its timeout
     unless `timeout` is given; 30s for entries that kept none); drop the entries that now succeed."""
-    dead = DeadLetters(log.dir, log.settings.dead_letter_max_entries, log.settings.fsync != "never")
+    dead = dead_letters_of(log)
     report = RetryReport()
     updates: dict[int, dict[str, Any]] = {}
     for entry in dead.entries():
@@ -571,7 +568,7 @@ def retry_dead_letters(log: Log, chosen: Callable[[dict[str, Any]], bool], comma
         rec = msgspec.convert(entry["event"], Record)
         attempts = int(entry.get("attempts") or 0) + 1
         c = msgspec.convert(entry.get("containment") or {}, Containment)
-        env = event_env(base_env(log.dir, c.clean_env, entry.get("group"), entry.get("hook")), rec, attempts, c.env)
+        env = event_env(base_env(log.where, c.clean_env, entry.get("group"), entry.get("hook")), rec, attempts, c.env)
         seconds = timeout if timeout is not None else c.timeout if c.timeout is not None else 30.0
         outcome = runner.run(argv, msgspec.json.encode(entry["event"]) + b"\n", env, seconds, c.max_memory)
         if outcome.ok:

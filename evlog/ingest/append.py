@@ -3,34 +3,71 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
-from evlog.errors import EvlogError, InvalidEvent, UsageError, quoted
+from evlog.errors import EvlogError, InvalidEvent, LogNotFound, UsageError, quoted
 from evlog.ingest.event import MAX_DEPTH, Validator, json_problem, utf8_problem
 from evlog.report import Report, quiet
 from evlog.settings import Settings
+from evlog.store.backend import EventLog, is_nats
 from evlog.store.framing import codec_for
+from evlog.store.local import LocalLog
 from evlog.store.log import Log
-from evlog.store.writer import open_writer, sync_segments
+from evlog.store.writer import AppendResult
 
 DEFAULT_SOURCE = "evlog"
 
 
-def _validator_for(directory: Path, source: str | None) -> tuple[Validator, Log | None]:
-    """A validator for the log at `directory` (and the log), or for a new log with default settings."""
-    log = Log.open(directory) if Log.settings_path(directory).is_file() else None
-    settings = log.settings if log is not None else Settings()
-    return Validator(codec_for(settings.format), settings.max_event_bytes, source or DEFAULT_SOURCE), log
+class Target:
+    """Where appends go: an existing log, or a location where `append` creates one (SPEC 3, with default
+    settings) once the input has proved valid: invalid input creates no log either."""
 
+    def __init__(self, location: str, *, creds: str | None = None, timeout: float = 30.0,
+                 report: Report = quiet) -> None:
+        self.location, self.creds, self.timeout, self.report = location, creds, timeout, report
+        self._log: EventLog | None = None
+        self._nats: Any = None
+        if is_nats(location):
+            from evlog.store.nats import NatsLog
 
-def _created_like(directory: Path, validator: Validator) -> Log:
-    """SPEC 3: `append` creates a missing log with default settings; items validated for the
-    default format must still fit it (another process may have created it meanwhile)."""
-    log = Log.create(directory, Settings(), exist_ok=True)
-    if log.codec is not validator.codec:
-        raise EvlogError(f"the log at {directory} was created meanwhile as {log.codec.name}; run again")
-    return log
+            self._nats = NatsLog(location, creds=creds, timeout=timeout)
+            try:
+                self._nats.config()
+                self._log = self._nats
+            except LogNotFound:
+                pass
+        elif Log.settings_path(Path(location)).is_file():
+            self._log = LocalLog(Log.open(Path(location)), report)
+
+    @property
+    def exists(self) -> bool:
+        return self._log is not None
+
+    def validator(self, source: str | None, keep_times: bool = True) -> Validator:
+        settings = self._log.settings if self._log is not None else Settings()
+        codec = codec_for("jsonl" if self._nats is not None else settings.format)
+        return Validator(codec, settings.max_event_bytes, source or DEFAULT_SOURCE, keep_times)
+
+    def log(self, validator: Validator) -> EventLog:
+        """The log, created now when it is missing; items validated for the default format must still fit it
+        (another process may have created it meanwhile)."""
+        if self._log is None:
+            if self._nats is not None:
+                self._nats.create(exist_ok=True)
+                self._log = self._nats
+            else:
+                local = Log.create(Path(self.location), Settings(), exist_ok=True)
+                if local.codec is not validator.codec:
+                    raise EvlogError(f"the log at {quoted(self.location)} was created meanwhile as "
+                                     f"{local.codec.name}; run again")
+                self._log = LocalLog(local, self.report)
+        return self._log
+
+    def close(self) -> None:
+        if self._nats is not None:
+            self._nats.close()
 
 
 def payload(fields: list[str], data: str | None) -> msgspec.Raw:
@@ -86,18 +123,16 @@ def _json(name: str, text: bytes, max_depth: int) -> bytes:
         raise InvalidEvent(f"{name} is not valid JSON: {e}") from None
 
 
-def one(directory: Path, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
-        source: str | None, id_: str | None, report: Report = quiet) -> tuple[Log, int]:
+def one(target: Target, type_: str, data: msgspec.Raw, *, key: str | None, subject: str | None,
+        source: str | None, id_: str | None) -> tuple[EventLog, int]:
     """Append one event; returns the log and its offset (the earlier one for a known --id)."""
     for name, value in (("TYPE", type_), ("--key", key), ("--subject", subject), ("--source", source),
                         ("--id", id_)):
         _check_arg(name, value)
-    validator, log = _validator_for(directory, source)
+    validator = target.validator(source)
     item = validator.item(type_, data, key, subject, source, id_)  # before a log is created
-    log = log or _created_like(directory, validator)
-    with open_writer(log) as w:
-        _tell(w.notes, report)
-        result = w.append([item])
+    log = target.log(validator)
+    result = log.append([item])
     assert result.first_item is not None
     return log, result.first_item
 
@@ -107,77 +142,81 @@ class BatchSummary(msgspec.Struct):
     first: int | None
     last: int | None
     duplicates: int
+    raised: int = 0
 
     def json_line(self) -> bytes:
         return msgspec.json.encode({"count": self.count, "first": self.first, "last": self.last}) + b"\n"
 
     def text(self) -> str:
         dup = f" ({self.duplicates} already in the log by id, skipped)" if self.duplicates else ""
+        if self.raised:
+            dup += (f"; {self.raised} time{'s' if self.raised != 1 else ''} earlier than the log's newest "
+                    "raised to it")
         if not self.count:
             return "appended 0 events" + dup
         return f"appended {self.count} events, offsets {self.first}..{self.last}{dup}"
 
 
-def batch(directory: Path, fd: int, source: str | None, report: Report = quiet) -> BatchSummary:
-    """`append --batch`: validate all of stdin, then append it in one locked write."""
+def batch(target: Target, fd: int, source: str | None, keep_times: bool = True) -> BatchSummary:
+    """`append --batch`: validate all of stdin, then append it in one write, all or nothing."""
     from evlog.ingest.spool import Spool, read_batch
 
-    validator, log = _validator_for(directory, source)
-    # Invalid input writes nothing, not even a new log: validate before creating one.
-    spool = read_batch(fd, validator, Spool(directory if log is not None else None, validator.codec))
+    validator = target.validator(source, keep_times)
+    spill = Path(target.location) if target.exists and not is_nats(target.location) else None
+    spool = read_batch(fd, validator, Spool(spill, validator.codec))
     try:
-        log = log or _created_like(directory, validator)
+        log = target.log(validator)  # (invalid input raised above: no log is created for it)
         if not len(spool):
             return BatchSummary(0, None, None, 0)
-        with open_writer(log) as w:
-            _tell(w.notes, report)
-            result = w.append(spool)
+        result = log.append(spool)
     finally:
         spool.close()
-    return BatchSummary(result.count, result.first, result.last, result.duplicates)
+    return BatchSummary(result.count, result.first, result.last, result.duplicates, result.raised)
 
 
-def stream(directory: Path, fd: int, source: str | None, report: Report = quiet) -> int:
-    """`append --stream`: commit the lines that arrived together as one group; returns bad lines (each
-    reported as it is skipped)."""
+def stream(target: Target, fd: int, source: str | None, keep_times: bool = True) -> StreamSummary:
+    """`append --stream`: commit the lines that arrived together as one group; invalid lines are reported
+    (with their number) and skipped."""
     from evlog.ingest.spool import lines
 
-    validator, log = _validator_for(directory, source)
-    log = log or _created_like(directory, validator)
-    number = bad = 0
+    validator = target.validator(source, keep_times)
+    log = target.log(validator)
+    summary = StreamSummary()
     # fsync = batch: groups that arrive back to back share one sync, made before waiting for more input.
-    deferred = log.settings.fsync == "batch"
-    unsynced: int | None = None  # the segment the first group not yet synced began in
-
-    def sync() -> None:
-        nonlocal unsynced
-        if unsynced is not None:
-            sync_segments(log, unsynced)
-            unsynced = None
-
-    for group in lines(fd, sync if deferred else None):
+    deferred = isinstance(log, LocalLog) and log.settings.fsync == "batch"
+    for group in lines(fd, log.sync if isinstance(log, LocalLog) and deferred else None):
         items = []
         for line in group:
-            number += 1
+            summary.lines += 1
             if not line.strip():
                 continue
             try:
                 items.append(validator.from_line(line))
             except InvalidEvent as e:
-                bad += 1
-                report("warning", f"line {number}: {e}; skipped", line=number)
+                summary.bad += 1
+                target.report("warning", f"line {summary.lines}: {e}; skipped", line=summary.lines)
         if items:
-            with open_writer(log) as w:
-                _tell(w.notes, report)
-                if deferred and unsynced is None and w.segment is not None:
-                    unsynced = w.segment.base
-                w.append(items, sync=not deferred)
-    sync()
-    return bad
+            result = log.append(items, sync=not deferred)
+            summary.add(result)
+    if isinstance(log, LocalLog):
+        log.sync()
+    return summary
 
 
-def _tell(notes: list[str], report: Report) -> None:
-    """What a writer did before appending (a torn tail cut, a dead writer's batch set aside)."""
-    for note in notes:
-        report("warning", note)
+class StreamSummary(msgspec.Struct):
+    lines: int = 0
+    bad: int = 0
+    count: int = 0
+    first: int | None = None
+    last: int | None = None
+    duplicates: int = 0
+    raised: int = 0
 
+    def add(self, result: AppendResult) -> None:
+        self.count += result.count
+        self.duplicates += result.duplicates
+        self.raised += result.raised
+        if result.first is not None and self.first is None:
+            self.first = result.first
+        if result.last is not None:
+            self.last = result.last

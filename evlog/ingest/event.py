@@ -44,6 +44,7 @@ class EventIn(msgspec.Struct, gc=False):
     subject: str | None = None
     source: str | None = None
     id: str | None = None
+    time: str | None = None
     specversion: str | None = None
     partitionkey: str | None = None
 
@@ -169,17 +170,18 @@ def _text_problem(name: str, value: str | None, limit: int | None = None) -> str
 class Validator:
     """Turns input events into items for one log, remembering the types it has checked."""
 
-    def __init__(self, codec: Codec, max_event_bytes: int, default_source: str) -> None:
+    def __init__(self, codec: Codec, max_event_bytes: int, default_source: str, keep_times: bool = True) -> None:
         problem = _text_problem("source", default_source)
         if problem:
             raise InvalidEvent(problem)
         self.codec, self.max_event_bytes, self.default_source = codec, max_event_bytes, default_source
+        self.keep_times = keep_times  # an input line's own time is kept (SPEC 4), unless --log-time
         self.known_types: dict[str, bytes] = {}  # valid types, JSON-encoded
         self.rest = codec.rest
         self.item_of = codec.item
 
     def item(self, type_: str, data_json: bytes | msgspec.Raw, key: str | None, subject: str | None,
-             source: str | None, id_: str | None) -> bytes:
+             source: str | None, id_: str | None, time: str | None = None) -> bytes:
         """Validate one event (raises InvalidEvent) and encode it as an item.
 
         `data_json` is bytes of JSON from a caller (checked here), or msgspec.Raw
@@ -214,7 +216,8 @@ class Validator:
         size = len(rest) + _FRAME_OVERHEAD + (36 if id_ is None else len(id_))
         if size > self.max_event_bytes:
             raise InvalidEvent(f"event is {size} bytes, over max_event_bytes ({self.max_event_bytes})")
-        return rest if id_ is None else self.item_of(id_, rest)
+        item = rest if id_ is None else self.item_of(id_, rest)
+        return item if time is None or not self.keep_times else timed(import_time(time), item)
 
     def from_lines(self, lines: list[bytes], checked: bool = False) -> list[bytes]:
         """Items of many lines; raises at the first bad line (callers retry line by line for details).
@@ -241,7 +244,7 @@ class Validator:
             ev = decode(line)
             t = known.get(ev.type)
             key, subject, source = ev.key, ev.subject, ev.source
-            if t is None or ev.id is not None or ev.specversion is not None \
+            if t is None or ev.id is not None or ev.specversion is not None or ev.time is not None \
                     or (key is not None and "\x00" in key) or (subject is not None and "\x00" in subject) \
                     or (source is not None and "\x00" in source):
                 add(self.from_line(line))
@@ -267,7 +270,33 @@ class Validator:
         except msgspec.DecodeError as e:
             raise InvalidEvent(f"not valid JSON ({e})") from None
         key = ev.partitionkey if ev.specversion is not None else ev.key
-        return self.item(ev.type, ev.data, key, ev.subject, ev.source, ev.id)
+        return self.item(ev.type, ev.data, key, ev.subject, ev.source, ev.id, ev.time)
+
+
+FUTURE_US = 60_000_000  # an input time at most this far ahead of the machine's clock
+
+
+def import_time(text: str) -> str:
+    """An input line's `time` as a record holds it (UTC, microseconds); InvalidEvent for one that is no
+    RFC 3339 time or lies more than a minute ahead of the clock (SPEC 4, times on import)."""
+    from evlog.units import format_time, now_us, parse_time_us
+
+    try:
+        us = parse_time_us(text) if "T" in text or "t" in text else None
+    except ValueError:
+        us = None
+    if us is None or len(text) > 64:
+        raise InvalidEvent(f"time {text[:64]!r} is not an RFC 3339 time like 2026-11-27T08:00:00Z")
+    if us > now_us() + FUTURE_US:
+        raise InvalidEvent(f"time {text!r} is more than a minute ahead of this machine's clock")
+    if us < 0:
+        raise InvalidEvent(f"time {text!r} is before 1970")
+    return format_time(us)
+
+
+def timed(time: str, item: bytes) -> bytes:
+    """An item that carries its own time (see evlog.store.writer.split_time)."""
+    return b"T" + time.encode() + item
 
 
 def _friendly(message: str) -> str:

@@ -124,7 +124,8 @@ class Tokens:
     shorter than GOOD_TOKEN_LENGTH is accepted with a warning.
     """
 
-    def __init__(self, log_dir: Path, token: str | None, token_file: Path | None, report: Report = quiet) -> None:
+    def __init__(self, log_dir: Path | None, token: str | None, token_file: Path | None,
+                 report: Report = quiet) -> None:
         self.file, self.report = token_file, report
         self.file_sig: tuple[int, int, int] | None = None
         self.tokens: list[bytes] = []
@@ -142,6 +143,9 @@ class Tokens:
             if weak:
                 self.report("warning", weak)
             self.where = "EVLOG_TOKEN" if from_env else "the given token"
+        elif log_dir is None:
+            raise UsageError("a NATS log has no directory to keep a generated token in: give --token, "
+                             "--token-file or EVLOG_TOKEN")
         else:
             path = log_dir / ".serve-token"
             self.tokens = [_stored_token(path).encode()]

@@ -17,8 +17,7 @@ from collections.abc import Iterator
 from typing import Protocol
 
 from evlog.report import Report, quiet
-from evlog.store.log import Log
-from evlog.store.reader import next_offset
+from evlog.store.backend import EventLog
 
 RING_EVENTS = 50_000       # newest events kept in memory for all clients together
 RING_BYTES = 32 << 20      # ... and at most this many bytes of them (frames and their JSON)
@@ -50,10 +49,10 @@ class Hub:
     ring, so nothing piles up between the thread and the loop.
     """
 
-    def __init__(self, log: Log, loop: asyncio.AbstractEventLoop, report: Report = quiet) -> None:
+    def __init__(self, log: EventLog, loop: asyncio.AbstractEventLoop, report: Report = quiet) -> None:
         self.log, self.loop, self.report = log, loop, report
         self.clients: set[Listener] = set()
-        self.next_offset = next_offset(log)
+        self.next_offset = log.next_offset()
         self.ring: list[Entry] = []
         self.ring_ends: list[int] = []  # per entry: bytes of the ring's entries up to it, counted since start
         self.ring_bytes = 0
@@ -87,21 +86,32 @@ class Hub:
             delay = min(FOLLOW_RETRY[1], delay * 2)
 
     def _follow_once(self) -> None:
-        from evlog.query.follow import Follower
+        if self.log.kind != "local":  # a NATS log: the server's consumer reports trouble as it starts
+            frames_iter = self.log.follow(self.next_offset, (), self.stop, KeyboardInterrupt)
+            self._followed()
+            self._hand_all(frames_iter)
+            return
+        from evlog.store.follow import Follower
 
-        follower = Follower(self.log, self.next_offset)  # the loop has published everything before it
+        follower = Follower(self.log.log, self.next_offset)  # type: ignore[attr-defined]
         try:
             frames = follower.poll()  # raises at once while the damage that stopped the last try is there
         except BaseException:
             follower.close()
             raise
-        self.following = True
-        if self.problem is not None:
-            self.loop.call_soon_threadsafe(self._recovered)
+        self._followed()
         for batch in self._steps(frames):
             if not self._hand_over(batch):
                 return
-        for frames in follower.follow(lambda: KeyboardInterrupt(), stop=self.stop):
+        self._hand_all(follower.follow(lambda: KeyboardInterrupt(), stop=self.stop))
+
+    def _followed(self) -> None:
+        self.following = True
+        if self.problem is not None:
+            self.loop.call_soon_threadsafe(self._recovered)
+
+    def _hand_all(self, frames_iter: Iterator[list[bytes]]) -> None:
+        for frames in frames_iter:
             for batch in self._steps(frames):
                 if not self._hand_over(batch):
                     return

@@ -32,6 +32,7 @@ import signal
 import time
 import urllib.parse
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from pathlib import Path
@@ -47,8 +48,8 @@ from evlog.net.auth import Tokens, redact
 from evlog.net.hub import RING_STEP, STEP_BYTES, Entry, Hub
 from evlog.query.filters import Filter
 from evlog.report import Report, quiet
-from evlog.store.log import Log
-from evlog.store.reader import Range, read_frames
+from evlog.store.backend import EventLog as Log
+from evlog.store.reader import Range
 from evlog.units import parse_time_us
 
 STALL_SECONDS = 10.0       # a client that takes nothing for this long, with events waiting, gets 1013
@@ -355,7 +356,7 @@ class StreamServer:
         if isinstance(q.start, int):
             return q.start
         if q.since_us is not None or q.last is not None:
-            first = next(iter(read_frames(self.log, Range(since_us=q.since_us, last=q.last))), None)
+            first = next(_frames(self.log, Range(since_us=q.since_us, last=q.last)), None)
             return self.log.codec.offset(first) if first is not None else end
         return end
 
@@ -366,7 +367,7 @@ class StreamServer:
         out = []
         size = 0
         try:
-            for frame in read_frames(self.log, Range(start=start)):
+            for frame in _frames(self.log, Range(start=start)):
                 json_text = codec.json(frame)
                 out.append((codec.offset(frame), frame, json_text))
                 size += len(frame) + len(json_text)
@@ -490,6 +491,11 @@ async def _serve(log: Log, host: str, port: int, tokens: Tokens, origins: list[s
     server.close(close_connections=True)  # open connections are closed with 1001 (going away)
     await server.wait_closed()
     return received[0] if received else signal.SIGTERM
+
+
+def _frames(log: Log, rng: Range) -> Iterator[bytes]:
+    for chunk in log.reader().chunks(rng):
+        yield from chunk
 
 
 class _Reported(logging.Handler):

@@ -33,12 +33,14 @@ HEALTHY_SECONDS = 5.0  # a connection that stayed up this long (or delivered an 
 START_HEADER = "X-Evlog-Start-Offset"
 
 
-def find_token(token: str | None, env_token: str | None, log_dir: Path) -> str:
+def find_token(token: str | None, env_token: str | None, log_dir: Path | None) -> str:
     """--token, else EVLOG_TOKEN, else the local log's .serve-token (read under the rules serve keeps)."""
     if token:
         return token
     if env_token:
         return env_token
+    if log_dir is None:
+        raise UsageError("no token: give --token or set EVLOG_TOKEN")
     stored = read_stored_token(log_dir / ".serve-token")
     if stored:
         return stored

@@ -41,7 +41,16 @@ from evlog.units import format_time, now_us, time_to_us
 WRITE_BUFFER = 4 << 20
 APPEND_RUN = 4096
 _ID_MARK = ord("I")  # first byte of an item that carries a caller's id (Codec.item)
+_TIME_MARK = ord("T")  # first byte of an item that carries its own time (then 27 bytes of it, then the item)
 _first_byte = operator.itemgetter(0)
+TIME_LEN = 27
+
+
+def split_time(item: bytes) -> tuple[str | None, bytes]:
+    """(the item's own time or None, the item without it)."""
+    if item[0] == _TIME_MARK:
+        return item[1:1 + TIME_LEN].decode(), item[1 + TIME_LEN:]
+    return None, item
 
 
 @contextmanager
@@ -67,6 +76,7 @@ class AppendResult(msgspec.Struct):
     count: int
     first_item: int | None    # offset of the first input item, appended or found by its id
     duplicates: int
+    raised: int = 0           # items whose own time was earlier than the log's newest, so raised to it
 
 
 class Writer:
@@ -85,6 +95,7 @@ class Writer:
         self.segment: Segment | None = None
         self.dirty = False
         self.recent_ids: dict[str, int] | None = None
+        self.recent_since = 0  # the time from which recent_ids were read
         self.notes: list[str] = []
         self._needs_mark = self._marked = False
         self._created: list[Segment] = []
@@ -220,17 +231,30 @@ class Writer:
 
     # -- dedup ---------------------------------------------------------------------------
 
-    def _recent(self) -> dict[str, int]:
-        """Ids of the records appended within dedup_window, with their offsets."""
+    def _recent(self, own_us: int | None = None) -> dict[str, int]:
+        """Ids of the records appended within dedup_window, with their offsets; for an item that carries its
+        own time (an import), also of the records within dedup_window before that time, so that importing
+        history again finds the records it gave the first time (they got that time, or a later one)."""
+        window = self.log.settings.dedup_window_us
+        since = now_us() - window
+        if own_us is not None:
+            since = min(since, own_us - window)
         if self.recent_ids is None:
-            since = now_us() - self.log.settings.dedup_window_us
-            head = self.codec.head
-            recent: dict[str, int] = {}
-            for frame in Reader(self.log).frames(Range(since_us=since)):
-                off, id_, _ = head(frame)
-                recent.setdefault(id_, off)
-            self.recent_ids = recent
+            self.recent_ids, self.recent_since = self._ids(Range(since_us=since)), since
+        elif since < self.recent_since:  # only the part not read yet
+            older = self._ids(Range(since_us=since, until_us=self.recent_since))
+            for id_, off in self.recent_ids.items():
+                older.setdefault(id_, off)
+            self.recent_ids, self.recent_since = older, since
         return self.recent_ids
+
+    def _ids(self, rng: Range) -> dict[str, int]:
+        head = self.codec.head
+        ids: dict[str, int] = {}
+        for frame in Reader(self.log).frames(rng):
+            off, id_, _ = head(frame)
+            ids.setdefault(id_, off)
+        return ids
 
     # -- appending -----------------------------------------------------------------------
 
@@ -245,11 +269,9 @@ class Writer:
         """
         if self.segment is None:
             raise EvlogError("this writer failed earlier; open a new one")
-        t_us = max(now_us(), self.last_time_us)
-        time_str = format_time(t_us)
-        generated = self.codec.framer(time_str, t_us // 1000)
-        frame_with_id = self.codec.frame
-        split_item = self.codec.split_item
+        newest = self.last_time_us  # no record may get an earlier time than this (SPEC 4)
+        t_us = max(now_us(), newest)
+        generated = self.codec.framer(format_time(t_us), t_us // 1000)
         start_state = (self.segment, self.end, self.count, self.next_offset, self.last_entry_pos)
         self._created = []
         self._written = False  # some record's bytes are wholly in the file
@@ -258,39 +280,33 @@ class Writer:
         self._index_buf: list[tuple[int, int, int, int]] = []
         self._buffered = 0
         first_item_offset: int | None = None
-        duplicates = 0
+        duplicates = raised = 0
         offset = self.next_offset
         # More than one record: atomic by a commit marker (see the module docstring).
         self._marked = False
         self._needs_mark = not (isinstance(items, list) and len(items) <= 1)
         try:
             for run in _runs(items, APPEND_RUN):
-                if _ID_MARK in map(_first_byte, run):  # caller's ids: check each against the window
-                    frames: list[bytes] = []
-                    for item in run:
-                        if item[0] == _ID_MARK:
-                            id_, rest = split_item(item)
-                            recent = self._recent()
-                            seen = recent.get(id_)
-                            if seen is not None:
-                                duplicates += 1
-                                if first_item_offset is None:
-                                    first_item_offset = seen
-                                continue
-                            recent[id_] = offset + len(frames)
-                            frames.append(frame_with_id(offset + len(frames), id_, time_str, rest))
-                        else:
-                            frames += generated(offset + len(frames), [item])
-                        if first_item_offset is None:
-                            first_item_offset = offset
+                marks = set(map(_first_byte, run))
+                if _ID_MARK in marks or _TIME_MARK in marks:  # caller's ids or times: item by item
+                    frames, times, dups, up, newest = self._frame_each(run, offset, t_us, newest)
+                    duplicates += dups
+                    raised += up
+                    if first_item_offset is None and (frames or dups):
+                        first_item_offset = self._first_item if self._first_item is not None else offset
+                    if frames:
+                        self._put(frames, offset, times)
                 else:
+                    if newest > t_us:  # an earlier run carried times ahead of this batch's
+                        t_us = newest
+                        generated = self.codec.framer(format_time(t_us), t_us // 1000)
                     frames = generated(offset, run)
+                    newest = t_us
                     if first_item_offset is None:
                         first_item_offset = offset
-                if frames:
                     self._put(frames, offset, t_us)
-                    offset += len(frames)
-                    self.next_offset = offset
+                offset += len(frames)
+                self.next_offset = offset
             self._flush()
             if sync and self.fsync != "never" and self.dirty:
                 os.fsync(self.fd)
@@ -301,14 +317,56 @@ class Writer:
                 raise EvlogError(f"offsets {start_state[3]}..{offset - 1} were written but then {e.strerror or e}; "
                                  "they are in the log: do not append them again") from e
             raise
-        self.last_time_us = t_us
+        self.last_time_us = newest
         appended = offset - start_state[3]
         first = start_state[3] if appended else None
         last = offset - 1 if appended else None
-        return AppendResult(first, last, appended, first_item_offset, duplicates)
+        return AppendResult(first, last, appended, first_item_offset, duplicates, raised)
 
-    def _put(self, frames: list[bytes], offset: int, t_us: int) -> None:
-        """Buffer frames with offsets offset.., adding index entries and sealing full segments."""
+    def _frame_each(self, run: list[bytes], offset: int, t_us: int,
+                    newest: int) -> tuple[list[bytes], list[int], int, int, int]:
+        """Frames of a run item by item: a caller's id is checked against dedup_window (a known one is
+        skipped), a caller's time is kept unless it is earlier than the newest so far, which it is then
+        raised to. Returns (frames, their times, duplicates, times raised, the newest time after them);
+        `_first_item` is the offset of the run's first item (appended, or found by its id)."""
+        codec = self.codec
+        frames: list[bytes] = []
+        times: list[int] = []
+        duplicates = raised = 0
+        self._first_item: int | None = None
+        for item in run:
+            own, item = split_time(item)
+            if own is None:
+                when = max(t_us, newest)
+            else:
+                when = time_to_us(own)
+                if when < newest:
+                    raised += 1
+                    when = newest
+            at = offset + len(frames)
+            if item[0] == _ID_MARK:
+                id_, rest = codec.split_item(item)
+                recent = self._recent(None if own is None else time_to_us(own))
+                seen = recent.get(id_)
+                if seen is not None:
+                    duplicates += 1
+                    if self._first_item is None:
+                        self._first_item = seen
+                    continue
+                recent[id_] = at
+                frame = codec.frame(at, id_, format_time(when), rest)
+            else:
+                frame = codec.framer(format_time(when), when // 1000)(at, [item])[0]
+            if self._first_item is None:
+                self._first_item = at
+            newest = when
+            frames.append(frame)
+            times.append(when)
+        return frames, times, duplicates, raised, newest
+
+    def _put(self, frames: list[bytes], offset: int, t_us: int | list[int]) -> None:
+        """Buffer frames with offsets offset.. (and one time, or one each), adding index entries and sealing
+        full segments."""
         pos0 = self.end + self._buffered
         starts = list(itertools.accumulate(map(len, frames), initial=pos0))
         if starts[-1] > self.segment_bytes and (pos0 or len(frames) > 1):
@@ -318,11 +376,12 @@ class Writer:
                     self._flush()
                     self._seal()
                     self._create_segment(offset + i)
-                self._put_run([frame], offset + i, t_us)
+                self._put_run([frame], offset + i, t_us if isinstance(t_us, int) else [t_us[i]])
             return
         self._put_run(frames, offset, t_us, starts)
 
-    def _put_run(self, frames: list[bytes], offset: int, t_us: int, starts: list[int] | None = None) -> None:
+    def _put_run(self, frames: list[bytes], offset: int, t_us: int | list[int],
+                 starts: list[int] | None = None) -> None:
         """Buffer frames that fit in the active segment."""
         if starts is None:
             starts = list(itertools.accumulate(map(len, frames), initial=self.end + self._buffered))
@@ -330,7 +389,7 @@ class Writer:
         n = len(frames)
         j = 0 if last is None else bisect.bisect_left(starts, last + self.interval, 0, n)
         while j < n:
-            self._index_buf.append((offset + j, starts[j], self.count + j, t_us))
+            self._index_buf.append((offset + j, starts[j], self.count + j, t_us if isinstance(t_us, int) else t_us[j]))
             last = starts[j]
             j = bisect.bisect_left(starts, last + self.interval, j + 1, n)
         self.last_entry_pos = last

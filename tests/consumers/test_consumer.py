@@ -14,6 +14,7 @@ from evlog.consumers.consumer import Consumer, Options
 from evlog.consumers.deadletter import DeadLetters
 from evlog.errors import HandlerStopped
 from evlog.query.filters import Filter
+from evlog.store.local import LocalLog
 from evlog.store.reader import Range
 
 NULL = os.open(os.devnull, os.O_WRONLY)  # the handlers' stdout and stderr go nowhere
@@ -22,7 +23,7 @@ NULL = os.open(os.devnull, os.O_WRONLY)  # the handlers' stdout and stderr go no
 def consume(log, rec: Recorder, **kw):
     opts = {k: kw.pop(k) for k in list(kw) if k in Options.__dataclass_fields__}
     opts.setdefault("backoff", 0.01)
-    consumer = Consumer(log, Options(command=rec.argv, **opts), out_fd=NULL, err_fd=NULL, **kw)
+    consumer = Consumer(LocalLog(log), Options(command=rec.argv, **opts), out_fd=NULL, err_fd=NULL, **kw)
     return consumer.run()
 
 

@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 import evlog.store.log
 import evlog.store.writer
+import evlog.units
 from evlog.errors import ExitCode, InvalidEvent
-from evlog.ingest.event import cloudevent, type_problem
+from evlog.ingest.event import Validator, cloudevent, type_problem
 from evlog.store.framing import Record
 from evlog.store.reader import read_frames
 from evlog.store.writer import open_writer
@@ -189,8 +190,9 @@ def test_an_event_line_is_stored_as_given(log):
     assert (c.type, c.data, c.key) == ("c", None, None)
 
 
-def test_a_cloudevents_line_maps_partitionkey_to_key_and_ignores_time_and_sequence(log, monkeypatch):
-    """A CloudEvents line takes its key from `partitionkey`; its `time` and `sequence` are replaced by the log's."""
+def test_a_cloudevents_line_maps_partitionkey_to_key_keeps_its_time_and_ignores_sequence(log, monkeypatch):
+    """A CloudEvents line takes its key from `partitionkey`; its `time` is kept (SPEC 4, times on import: the
+    log is empty) and its `sequence` replaced by the log's offset."""
     monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
     ce = {"specversion": "1.0", "id": "ce-1", "source": "urn:shop", "type": "order.created",
           "time": "2020-01-01T00:00:00Z", "subject": "sub", "datacontenttype": "application/json",
@@ -198,7 +200,41 @@ def test_a_cloudevents_line_maps_partitionkey_to_key_and_ignores_time_and_sequen
     (rec,) = store(log, [validator(log).from_line(json.dumps(ce).encode())])
     assert (rec.offset, rec.id, rec.source, rec.type, rec.subject, rec.key, rec.data) == (
         0, "ce-1", "urn:shop", "order.created", "sub", "cust-9", {"n": 1})
+    assert rec.time == "2020-01-01T00:00:00.000000Z"
+
+
+# -- times on import (SPEC 4) -------------------------------------------------------------------------
+
+def test_an_input_time_is_kept_when_not_earlier_than_the_newest(log, monkeypatch):
+    """Lines that carry times keep them, in order; one earlier than the newest is raised to it and counted;
+    a line without a time gets the append time, never earlier than the newest."""
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
+    v = validator(log)
+    lines = [b'{"type":"t","time":"2020-01-01T00:00:00Z"}', b'{"type":"t","time":"2020-01-02T00:00:00.5+01:00"}',
+             b'{"type":"t","time":"2019-12-31T00:00:00Z"}', b'{"type":"t"}']
+    with open_writer(log) as w:
+        result = w.append([v.from_line(line) for line in lines])
+    assert result.raised == 1
+    assert [r.time for r in records(log)] == ["2020-01-01T00:00:00.000000Z", "2020-01-01T23:00:00.500000Z",
+                                              "2020-01-01T23:00:00.500000Z", format_time(T0)]
+    with open_writer(log) as w:
+        assert w.append([v.from_line(lines[1])]).raised == 1  # now earlier than the newest (T0)
+    assert records(log)[-1].time == format_time(T0)
+
+
+def test_log_time_ignores_input_times(log, monkeypatch):
+    """With keep_times off (--log-time), every event gets the append time."""
+    monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
+    v = Validator(log.codec, log.settings.max_event_bytes, "s", keep_times=False)
+    (rec,) = store(log, [v.from_line(b'{"type":"t","time":"2020-01-01T00:00:00Z"}')])
     assert rec.time == format_time(T0)
+
+
+@pytest.mark.parametrize("time", ["yesterday", "2020-01-01", "2999-01-01T00:00:00Z", "1960-01-01T00:00:00Z", "x" * 80])
+def test_a_bad_or_future_input_time_is_invalid_input(log, time):
+    """An input time that is no RFC 3339 time, lies more than a minute ahead, or before 1970, is invalid."""
+    with pytest.raises(InvalidEvent, match="time"):
+        validator(log).from_line(json.dumps({"type": "t", "time": time}).encode())
 
 
 def test_a_cloudevents_line_without_partitionkey_has_no_key(log):
@@ -209,8 +245,10 @@ def test_a_cloudevents_line_without_partitionkey_has_no_key(log):
 
 
 def test_a_read_json_record_is_accepted_and_keeps_its_id(log, tmp_path, monkeypatch):
-    """A line printed by `read --format json` is re-imported with its id; its offset and time are the log's own."""
+    """A line printed by `read --format json` is re-imported with its id and its offset is the log's own; its
+    time, earlier than the newest of the log it goes into, is raised to that."""
     monkeypatch.setattr(evlog.store.writer, "now_us", lambda: T0)
+    monkeypatch.setattr(evlog.units, "now_us", lambda: T0 + 5_000_000)  # the clock import checks times against
     v = validator(log)
     make = encoder(v)
     store(log, [make("a", b'{"n":1}', "k", "s", "src", None), make("b", b"[1]", None, None, None, "given")])

@@ -281,7 +281,7 @@ def test_a_stream_syncs_every_group_or_only_before_it_waits(tmp_path, monkeypatc
     monkeypatch.setattr(os_module, "fsync", lambda fd: (calls.append(fd), real_fsync(fd))[1])
     fd = os_module.open(source, os_module.O_RDONLY)
     try:
-        assert appending.stream(log.dir, fd, None) == 0
+        assert appending.stream(appending.Target(str(log.dir)), fd, None).bad == 0
     finally:
         os_module.close(fd)
     assert len(list(read_frames(log))) == 5000

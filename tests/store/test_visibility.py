@@ -20,10 +20,10 @@ import evlog.store.files
 import evlog.store.index
 import evlog.store.writer
 from evlog.errors import CorruptionError, EvlogError, SettingsError
-from evlog.query.follow import Follower
 from evlog.store import compact as compact_mod
 from evlog.store import info as stats
 from evlog.store import verify as verify_mod
+from evlog.store.follow import Follower
 from evlog.store.log import Log
 from evlog.store.segment import Segment
 from evlog.units import format_time, time_to_us

@@ -137,7 +137,7 @@ def test_a_poll_hands_over_a_bounded_number_of_bytes(tmp_path) -> None:
     return the rest, each record once and in order."""
     from engine_helpers import append_n, make_log
 
-    from evlog.query import follow
+    from evlog.store import follow
 
     log = make_log(tmp_path / "log", "jsonl", segment_bytes=64 << 20)
     append_n(log, 3000, payload="z" * 1000)  # about 3 MiB

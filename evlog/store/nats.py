@@ -1,0 +1,644 @@
+"""A log on a NATS JetStream stream (SPEC 3): the same contract, on a replicated, clustered store.
+
+How an evlog log maps onto a stream named STREAM:
+
+| evlog                         | JetStream                                                              |
+|-------------------------------|------------------------------------------------------------------------|
+| offset                        | stream sequence - 1 (offsets start at 0, as locally)                   |
+| id                            | the `Nats-Msg-Id` header: the server drops a repeat within the         |
+|                               | stream's duplicate window (= dedup_window), so `--id` and re-imports   |
+|                               | are deduplicated by the server                                         |
+| type                          | the subject suffix: subjects are `STREAM.<type>`, so `--type` patterns |
+|                               | (`*`, `>`) become consumer filter subjects, evaluated by the server    |
+| time                          | the `Evlog-Time` header when the event carried its own time (an        |
+|                               | import), else the time the server stored it (its leader's clock)       |
+| source, subject, key, data    | the payload: one JSON object {"source","subject","key","data"}         |
+| dedup_window                  | the stream's duplicate_window                                          |
+| retention max_age/bytes/events| the stream's max_age / max_bytes / max_msgs                            |
+| group NAME                    | the durable pull consumer `evlog_NAME` (see evlog.consumers.nats)      |
+| the dead-letter file          | the stream `STREAM_DLQ` (subject `STREAM_DLQ.entry`)                   |
+
+Why the payload and not headers: a payload that is a plain JSON object keeps
+each message self-describing for any other NATS client, and readers build
+evlog's JSON record from it by slicing, without decoding it. Why keys are not
+subjects: subjects carry the type so that type filters run on the server;
+keys there too would multiply the stream's subjects (one per key), which the
+server keeps state for. So `--key` is filtered by the client.
+
+Batches (`append --batch`, a `--stream` group) use JetStream's atomic batch
+publish: a batch of at most ATOMIC_BATCH messages is stored all or nothing,
+with contiguous sequences. A larger one is published as consecutive atomic
+chunks; every message carries its id, so a failed run can simply be run again
+and adds only what is missing (within the duplicate window). Readers may see
+the chunks of a large batch one by one. A chunk whose ids the server has seen
+already is refused whole by the atomic path (error 10201); it is then
+published message by message, so that the server drops exactly the repeats.
+
+nats-py is asynchronous: a NatsLog runs its own event loop in a thread and
+its methods wait for the coroutines they hand it. Only this module and
+evlog.consumers.nats (groups and dead letters) import nats, and only when a
+NATS log is used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+import time
+import zlib
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import msgspec
+
+from evlog.errors import EvlogError, InvalidEvent, LogNotFound, UsageError
+from evlog.settings import Settings
+from evlog.store.framing import CODECS, Codec
+from evlog.store.reader import EVERYTHING, Range
+from evlog.store.writer import _ID_MARK, AppendResult, split_time
+from evlog.units import format_time, now_us, time_to_us
+
+T = TypeVar("T")
+STREAM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+ATOMIC_BATCH = 1000          # the server's default limit of messages in one atomic batch
+FETCH = 1000                 # messages asked for at once by readers
+DEFAULT_TIMEOUT = 30.0       # how long commands keep trying while a cluster elects a leader
+TIME_HEADER = "Evlog-Time"
+MSG_ID = "Nats-Msg-Id"
+DUPLICATE_IDS = 10201        # atomic publish batch contains duplicate message id
+WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Sequence did not hold
+EXPECTED_LAST = "Nats-Expected-Last-Sequence"
+EXPECT_TRIES = 20
+_json = msgspec.json.Encoder().encode
+_CRC = b',"crc32":"%08x"}'
+
+
+def is_nats(location: str) -> bool:
+    return location.startswith(("nats://", "tls://"))
+
+
+@dataclass(frozen=True)
+class Location:
+    """`nats://[user:pass@]host[:port][,host2:port...]/STREAM` (or tls://), parsed."""
+
+    servers: list[str]
+    stream: str
+    shown: str   # the location without credentials, for messages
+
+    @classmethod
+    def parse(cls, text: str) -> Location:
+        scheme, sep, rest = text.partition("://")
+        if not sep or scheme not in ("nats", "tls"):
+            raise UsageError(f"not a NATS location: {text!r} (use nats://HOST[:PORT][,HOST:PORT...]/STREAM)")
+        hosts, slash, stream = rest.partition("/")
+        if not slash or not STREAM_RE.fullmatch(stream):
+            raise UsageError(f"{scheme}://.../{stream}: the stream name must be 1 to 64 of A-Z a-z 0-9 _ -")
+        userinfo, at, hostlist = hosts.rpartition("@")
+        servers, shown = [], []
+        for host in hostlist.split(","):
+            if not host or any(c in host for c in " /?#"):
+                raise UsageError(f"bad NATS host {host!r} in {cls._hide(text)}")
+            if ":" not in host.rsplit("]", 1)[-1]:
+                host += ":4222"
+            servers.append(f"{scheme}://{userinfo + '@' if at else ''}{host}")
+            shown.append(host)
+        return cls(servers, stream, f"{scheme}://{','.join(shown)}/{stream}")
+
+    @staticmethod
+    def _hide(text: str) -> str:
+        return re.sub(r"//[^@/]*@", "//***@", text)
+
+
+class _Item(msgspec.Struct, gc=False):
+    type: str
+    source: str
+    subject: str | None
+    key: str | None
+    data: msgspec.Raw
+
+
+_decode_item = msgspec.json.Decoder(_Item).decode
+
+
+class NatsLog:
+    """A log on a JetStream stream; the same operations as a local log (see evlog.store.local)."""
+
+    kind = "nats"
+
+    def __init__(self, location: str, *, creds: str | None = None, timeout: float = DEFAULT_TIMEOUT) -> None:
+        self.location = Location.parse(location)
+        self.where = self.location.shown
+        self.stream = self.location.stream
+        self.dlq_stream = f"{self.stream}_DLQ"
+        self.creds, self.timeout = creds, timeout
+        self.codec: Codec = CODECS["jsonl"]  # what readers hand out: JSON Lines frames, as a local log's
+        self.prefix = self.stream + "."
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="evlog-nats", daemon=True)
+        self._thread.start()
+        self._nc: Any = None
+        self._js: Any = None
+        self._config: Any = None
+        try:
+            self._call(self._connect())
+        except BaseException:
+            self.close()
+            raise
+
+    # -- the loop and the connection ------------------------------------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        """Run a coroutine on this log's loop and wait for it."""
+        future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        try:
+            return future.result(timeout)
+        except BaseException:
+            future.cancel()
+            raise
+
+    async def _connect(self) -> None:
+        import nats
+        from nats.errors import NoServersError
+
+        async def quiet(e: Exception) -> None:  # nats-py prints tracebacks by default
+            pass
+
+        options: dict[str, Any] = {"servers": self.location.servers, "error_cb": quiet, "name": "evlog",
+                                   "connect_timeout": 2, "reconnect_time_wait": 0.5,
+                                   "max_reconnect_attempts": max(1, int(self.timeout / 0.5))}
+        if self.creds:
+            options["user_credentials"] = self.creds
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                self._nc = await nats.connect(**options, allow_reconnect=True)
+                break
+            except (TimeoutError, OSError, NoServersError) as e:
+                if time.monotonic() >= deadline:
+                    raise EvlogError(f"cannot reach NATS at {self.where}: {_reason(e)}") from None
+                await asyncio.sleep(0.5)
+            except Exception as e:  # noqa: BLE001 - authorization and the like: one line
+                raise EvlogError(f"cannot connect to NATS at {self.where}: {_reason(e)}") from None
+        self._js = self._nc.jetstream(timeout=5)
+
+    def close(self) -> None:
+        if self._nc is not None:
+            try:
+                self._call(self._nc.close(), 5)
+            except Exception:  # noqa: BLE001, S110 - closing a connection that is gone already
+                pass
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+
+    def _retrying(self, make: Callable[[], Coroutine[Any, Any, T]], what: str) -> T:
+        """Run make() on the loop, again while the cluster has no leader (no responders, timeouts),
+        for up to `timeout` seconds; then one clear error."""
+        from nats.errors import NoRespondersError
+        from nats.errors import TimeoutError as NatsTimeout
+        from nats.js.errors import ServiceUnavailableError
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                return self._call(make(), self.timeout + 5)
+            except (TimeoutError, NoRespondersError, NatsTimeout, ServiceUnavailableError) as e:
+                if time.monotonic() >= deadline:
+                    raise EvlogError(f"NATS at {self.where} did not answer ({what}): {_reason(e)}") from None
+                time.sleep(0.25)
+            except EvlogError:
+                raise
+            except Exception as e:  # noqa: BLE001 - one line for whatever the client raises
+                from nats.js.errors import NotFoundError
+
+                if isinstance(e, NotFoundError):
+                    raise LogNotFound(self.where) from None
+                raise EvlogError(f"NATS at {self.where}: {what} failed: {_reason(e)}") from None
+
+    # -- the stream ------------------------------------------------------------------------------
+
+    def create(self, *, replicas: int = 1, max_age_us: int | None = None, max_bytes: int | None = None,
+               max_events: int | None = None, dedup_window_us: int = 120_000_000, exist_ok: bool = False,
+               dead_letter_max_entries: int = 10_000) -> None:
+        """Create the stream (and its dead-letter stream); an existing one is an error unless exist_ok."""
+        from nats.js.api import DiscardPolicy, StorageType, StreamConfig
+        from nats.js.errors import BadRequestError
+
+        config = StreamConfig(
+            name=self.stream, subjects=[self.prefix + ">"], storage=StorageType.FILE, num_replicas=replicas,
+            duplicate_window=dedup_window_us / 1e6, max_age=(max_age_us or 0) / 1e6, max_bytes=max_bytes or -1,
+            max_msgs=max_events if max_events is not None else -1, discard=DiscardPolicy.OLD, allow_atomic=True,
+            allow_direct=True, description="an evlog log")
+        dlq = StreamConfig(name=self.dlq_stream, subjects=[self.dlq_stream + ".>"], storage=StorageType.FILE,
+                           num_replicas=replicas, allow_direct=True, description="evlog dead letters",
+                           max_msgs=dead_letter_max_entries, discard=DiscardPolicy.NEW)
+
+        async def make() -> bool:
+            from nats.js.errors import NotFoundError
+
+            created = False
+            try:
+                for cfg in (config, dlq):
+                    try:
+                        await self._js.stream_info(cfg.name)
+                    except NotFoundError:
+                        await self._js.add_stream(cfg)
+                        created = created or cfg is config
+            except BadRequestError as e:
+                raise EvlogError(f"cannot create the stream {self.stream}: {_reason(e)}") from None
+            return created
+
+        created = self._retrying(make, "creating the stream")
+        if not created and not exist_ok:
+            raise EvlogError(f"a log already exists at {self.where}")
+
+    def config(self) -> Any:
+        """The stream's configuration (read once); LogNotFound when there is no such stream."""
+        if self._config is None:
+            self._config = self._retrying(lambda: self._js.stream_info(self.stream), "reading the stream").config
+        return self._config
+
+    def state(self) -> Any:
+        return self._retrying(lambda: self._js.stream_info(self.stream), "reading the stream").state
+
+    @property
+    def settings(self) -> Settings:
+        c = self.config()
+        max_size = c.max_msg_size if c.max_msg_size and c.max_msg_size > 0 else 1024 * 1024
+        return Settings(format="jsonl", max_event_bytes=max_size, dedup_window_us=int((c.duplicate_window or 0) * 1e6))
+
+    def set_limits(self, *, max_age_us: int | None, max_bytes: int | None, max_events: int | None) -> None:
+        """Retention as the stream's own limits (the server enforces them from now on)."""
+        import dataclasses
+
+        c = self.config()
+        new = dataclasses.replace(c, max_age=(max_age_us or 0) / 1e6 if max_age_us is not None else c.max_age,
+                                  max_bytes=max_bytes if max_bytes is not None else c.max_bytes,
+                                  max_msgs=max_events if max_events is not None else c.max_msgs)
+        self._retrying(lambda: self._js.update_stream(new), "setting the stream's limits")
+        self._config = None
+
+    # -- appending -------------------------------------------------------------------------------
+
+    def subject_of(self, type_: str) -> str:
+        """The subject of an event type; a type that is no valid subject suffix is invalid input."""
+        if not type_ or type_.startswith(".") or type_.endswith(".") or ".." in type_:
+            raise InvalidEvent(f"type {type_!r} is not valid on a NATS log: a subject has no empty tokens")
+        return self.prefix + type_
+
+    def message(self, item: bytes, default_time: str | None = None) -> tuple[str, bytes, dict[str, str]]:
+        """(subject, payload, headers) of an item (see Codec.item): its id, its time if it has one."""
+        headers: dict[str, str] = {}
+        t, item = split_time(item)
+        if t is not None:
+            headers[TIME_HEADER] = t
+        if item[0] == _ID_MARK:
+            id_, rest = self.codec.split_item(item)
+        else:
+            id_, rest = _generated_id(), item
+        headers[MSG_ID] = id_
+        fields = _decode_item(b"{" + rest + b"}")
+        payload = b'{"source":%b,"subject":%b,"key":%b,"data":%b}' % (
+            _json(fields.source), _json(fields.subject), _json(fields.key), bytes(fields.data))
+        return self.subject_of(fields.type), payload, headers
+
+    def append(self, items: Iterable[bytes], sync: bool = True) -> AppendResult:
+        """Publish the items in order: atomically in chunks of at most ATOMIC_BATCH (see the module
+        docstring); known ids are dropped by the server. `sync` does not apply: the server acknowledges
+        what it stored (on a majority of replicas).
+
+        Items that carry their own time (imports) follow SPEC 4's rule: a time earlier than the log's
+        newest is raised to it. Then every message of the chunk carries an explicit time, computed as a
+        local writer would, and the chunk is published only if the stream's last sequence is still the
+        one those times were computed against (Nats-Expected-Last-Sequence); when another producer got
+        in between, the times are computed again and the chunk published again."""
+        messages = [self.message(i) for i in items]
+        first = last = first_item = None
+        count = duplicates = raised = 0
+        for start in range(0, len(messages), ATOMIC_BATCH):
+            chunk = messages[start:start + ATOMIC_BATCH]
+            timed = any(TIME_HEADER in h for _, _, h in chunk)
+            for _ in range(EXPECT_TRIES):
+                expect = None
+                if timed:
+                    expect, newest = self._newest()
+                    chunk, up = _times_raised(chunk, newest)
+                try:
+                    acks = self._publish(chunk, expect)
+                    break
+                except _WrongLastSequence:
+                    continue
+            else:
+                raise EvlogError(f"NATS at {self.where}: other producers kept appending while times of this import "
+                                 "were set; run it again (ids make a rerun add only what is missing)")
+            raised += up if timed else 0
+            for seq, duplicate in acks:
+                if first_item is None:
+                    first_item = seq - 1
+                if duplicate:
+                    duplicates += 1
+                    continue
+                count += 1
+                first = seq - 1 if first is None else first
+                last = seq - 1
+        return AppendResult(first, last, count, first_item, duplicates, raised)
+
+    def _newest(self) -> tuple[int, str]:
+        """(the stream's last sequence, the newest time, "" for an empty stream)."""
+        st = self.state()
+        if not st.messages:
+            return int(st.last_seq), ""
+        frame = self._frame_at(st.last_seq)
+        return int(st.last_seq), _time_of(frame) if frame is not None else ""
+
+    def _publish(self, chunk: list[tuple[str, bytes, dict[str, str]]],
+                 expect: int | None = None) -> list[tuple[int, bool]]:
+        """Store one chunk; (sequence, was a duplicate) per message, in order. With `expect`, only if the
+        stream's last sequence is still `expect` (else _WrongLastSequence)."""
+        if expect is not None:
+            subject, payload, headers = chunk[0]
+            chunk = [(subject, payload, dict(headers, **{EXPECTED_LAST: str(expect)})), *chunk[1:]]
+        if len(chunk) == 1:
+            subject, payload, headers = chunk[0]
+
+            async def one() -> Any:
+                from nats.js.errors import APIError
+
+                try:
+                    return await self._js.publish(subject, payload, headers=headers)
+                except APIError as e:
+                    if e.err_code == WRONG_LAST_SEQUENCE:
+                        raise _WrongLastSequence() from None
+                    raise
+
+            ack = self._retrying(one, "appending")
+            return [(ack.seq, bool(ack.duplicate))]
+        batch_id = _generated_id()
+
+        async def atomic() -> tuple[int, int] | int:
+            nc = self._nc
+            n = len(chunk)
+            for i, (subject, payload, headers) in enumerate(chunk, 1):
+                h = dict(headers, **{"Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(i)})
+                if i < n:
+                    await nc.publish(subject, payload, headers=h)
+                else:
+                    h["Nats-Batch-Commit"] = "1"
+                    reply = await nc.request(subject, payload, headers=h, timeout=10)
+                    doc = msgspec.json.decode(reply.data)
+                    error = doc.get("error")
+                    if error:
+                        code = error.get("err_code")
+                        if code == DUPLICATE_IDS:
+                            return DUPLICATE_IDS
+                        if code == WRONG_LAST_SEQUENCE:
+                            raise _WrongLastSequence()
+                        raise EvlogError(f"NATS at {self.where} refused the batch: {error.get('description')}")
+                    return doc["seq"], doc.get("count", n)
+            raise AssertionError("unreachable")
+
+        got = self._retrying(atomic, "appending a batch")
+        if got == DUPLICATE_IDS:  # some ids were stored before: one by one, so the server drops just those
+            out = []
+            for i, message in enumerate(chunk):
+                out += self._publish([message], expect if i == 0 else None)
+            return out
+        assert isinstance(got, tuple)
+        last_seq, n = got
+        return [(last_seq - n + 1 + i, False) for i in range(n)]
+
+    # -- reading -----------------------------------------------------------------------------------
+
+    def next_offset(self) -> int:
+        return int(self.state().last_seq)
+
+    def reader(self, types: Sequence[str] = ()) -> NatsReader:
+        return NatsReader(self, list(types))
+
+    def frame(self, msg: Any) -> bytes:
+        """A JSON Lines frame of a stored message (what the rest of evlog reads)."""
+        seq, ts = _seq_and_time(msg.reply)
+        headers = msg.headers or {}
+        t = headers.get(TIME_HEADER) or format_time(ts // 1000)
+        body = b'{"offset":%d,"id":%b,"time":"%b","type":%b,%b' % (
+            seq - 1, _json(headers.get(MSG_ID, "")), t.encode(), _json(msg.subject[len(self.prefix):]),
+            msg.data[1:-1])
+        return body + _CRC % zlib.crc32(body)
+
+    def filter_subjects(self, types: Sequence[str]) -> list[str]:
+        return [self.prefix + t for t in types] or [self.prefix + ">"]
+
+    async def consume(self, first_seq: int, types: Sequence[str], *, start_time: Any = None) -> Any:
+        """An ephemeral ordered pull consumer from `first_seq` (or the first message at `start_time`)."""
+        from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+        subjects = self.filter_subjects(types)
+        config = ConsumerConfig(ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True,
+                                filter_subjects=subjects if len(subjects) > 1 else None,
+                                filter_subject=subjects[0] if len(subjects) == 1 else None,
+                                num_replicas=1)
+        if start_time is not None:
+            config.deliver_policy = DeliverPolicy.BY_START_TIME
+            config.opt_start_time = start_time
+        else:
+            config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
+            config.opt_start_seq = max(1, first_seq)
+        return await self._js.pull_subscribe("", stream=self.stream, config=config)
+
+    def follow(self, next_offset: int, types: Sequence[str], stop: threading.Event | None,
+               interrupted: Callable[[], BaseException]) -> Iterator[list[bytes]]:
+        """New frames from `next_offset` on, as they are stored, until `stop` is set."""
+        sub = self._retrying(lambda: self.consume(next_offset + 1, types), "following")
+        try:
+            while stop is None or not stop.is_set():
+                msgs = self._call(_fetch(sub, FETCH, 0.5))
+                if msgs:
+                    yield [self.frame(m) for m in msgs]
+        except KeyboardInterrupt:
+            raise interrupted() from None
+        finally:
+            try:
+                self._call(sub.unsubscribe(), 5)
+            except Exception:  # noqa: BLE001, S110 - the consumer goes by itself when inactive
+                pass
+
+    # -- facts -------------------------------------------------------------------------------------
+
+    def info(self) -> dict[str, Any]:
+        st = self.state()
+        empty = not st.messages
+        first = last = None
+        if not empty:
+            first = self._frame_at(st.first_seq)
+            last = self._frame_at(st.last_seq)
+        return {
+            "format": "jsonl", "dir": self.where, "segments": None,
+            "first_offset": None if empty else st.first_seq - 1,
+            "last_offset": None if empty else st.last_seq - 1,
+            "events": st.messages, "bytes": st.bytes,
+            "oldest_time": None if first is None else _time_of(first),
+            "newest_time": None if last is None else _time_of(last),
+        }
+
+    def _frame_at(self, seq: int) -> bytes | None:
+        """The frame of the first message at or after `seq`."""
+        async def get() -> list[Any]:
+            sub = await self.consume(seq, ())
+            try:
+                return await _fetch(sub, 1, 2.0)
+            finally:
+                await sub.unsubscribe()
+
+        msgs = self._retrying(get, "reading")
+        return self.frame(msgs[0]) if msgs else None
+
+    def last_time_us(self) -> int:
+        """The time of the newest event (0 for an empty stream)."""
+        st = self.state()
+        frame = self._frame_at(st.last_seq) if st.messages else None
+        return time_to_us(_time_of(frame)) if frame is not None else 0
+
+
+class NatsReader:
+    """The frames of a range, like evlog.store.reader.Reader; types are filtered by the server."""
+
+    def __init__(self, log: NatsLog, types: list[str]) -> None:
+        self.log, self.types = log, types
+        self.next_offset = 0
+
+    def chunks(self, rng: Range = EVERYTHING) -> Iterator[list[bytes]]:
+        log = self.log
+        st = log.state()
+        end_seq = st.last_seq  # a snapshot: what is appended while reading is for `-f`
+        self.next_offset = end_seq
+        if not st.messages:
+            return
+        first_seq = st.first_seq
+        start_time = None
+        if rng.last is not None:
+            first_seq = max(first_seq, end_seq - rng.last + 1)
+        if rng.start is not None:
+            first_seq = max(first_seq, rng.start + 1)
+        if rng.since_us is not None:
+            start_time = _datetime(rng.since_us)
+        if rng.to is not None:
+            end_seq = min(end_seq, rng.to + 1)
+        if first_seq > end_seq:
+            return
+        since = format_time(rng.since_us) if rng.since_us is not None else None
+        until = format_time(rng.until_us) if rng.until_us is not None else None
+        sub = log._retrying(lambda: log.consume(first_seq, self.types, start_time=start_time), "reading")
+        try:
+            while True:
+                pending = end_seq  # messages past end_seq are for a later read
+                msgs = log._call(_fetch(sub, FETCH, 1.0))
+                if not msgs:
+                    return
+                frames: list[bytes] = []
+                for m in msgs:
+                    seq, _ = _seq_and_time(m.reply)
+                    if seq > pending:
+                        break
+                    f = log.frame(m)
+                    if since is not None:
+                        if _time_of(f) < since:
+                            continue
+                        since = None  # times never decrease: the rest is in range
+                    if until is not None and _time_of(f) >= until:
+                        self.next_offset = seq - 1
+                        if frames:
+                            yield frames
+                        return
+                    frames.append(f)
+                if frames:
+                    yield frames
+                last_seq, _ = _seq_and_time(msgs[-1].reply)
+                if last_seq >= end_seq or any(_seq_and_time(m.reply)[0] > end_seq for m in msgs):
+                    if rng.to is not None:
+                        self.next_offset = min(self.next_offset, rng.to + 1)
+                    return
+        finally:
+            try:
+                log._call(sub.unsubscribe(), 5)
+            except Exception:  # noqa: BLE001, S110 - it goes by itself when inactive
+                pass
+
+    def tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:
+        """The last n frames (that match), oldest first, and the offset after the last record."""
+        st = self.log.state()
+        end = st.last_seq
+        if n <= 0 or not st.messages:
+            return [], end
+        window = max(n, 100)
+        while True:
+            start = max(st.first_seq, end - window + 1)
+            got = [f for chunk in self.chunks(Range(start=start - 1, to=end - 1)) for f in chunk
+                   if match is None or match(f)]
+            if len(got) >= n or start <= st.first_seq:
+                return got[-n:], end
+            window *= 4
+
+
+class _WrongLastSequence(Exception):
+    """Another producer appended after the sequence a chunk's times were computed against."""
+
+
+def _times_raised(chunk: list[tuple[str, bytes, dict[str, str]]],
+                  newest: str) -> tuple[list[tuple[str, bytes, dict[str, str]]], int]:
+    """The chunk with an explicit time on every message, as a local writer gives them: an event's own time
+    unless earlier than the newest (then raised: counted), else now (never earlier than the newest)."""
+    out = []
+    raised = 0
+    for subject, payload, headers in chunk:
+        t = headers.get(TIME_HEADER)
+        if t is None:
+            t = max(format_time(now_us()), newest)
+        elif t < newest:
+            t, raised = newest, raised + 1
+        newest = t
+        out.append((subject, payload, dict(headers, **{TIME_HEADER: t})))
+    return out, raised
+
+
+async def _fetch(sub: Any, n: int, timeout: float) -> list[Any]:
+    """Up to n messages, waiting at most `timeout` for the first; [] when none came."""
+    import nats.errors
+
+    try:
+        return await sub.fetch(n, timeout=timeout)
+    except (TimeoutError, nats.errors.TimeoutError):
+        return []
+
+
+def _seq_and_time(reply: str) -> tuple[int, int]:
+    """(stream sequence, stored time in ns) from a JetStream message's reply subject."""
+    tokens = reply.split(".")
+    if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
+        return int(tokens[5]), int(tokens[7])
+    return int(tokens[7]), int(tokens[9])  # ... with <domain>.<account hash> after $JS.ACK
+
+
+def _time_of(frame: bytes) -> str:
+    i = frame.index(b',"time":"') + 9
+    return frame[i:i + 27].decode()
+
+
+def _datetime(us: int) -> Any:
+    import datetime
+
+    return datetime.datetime.fromtimestamp(us / 1e6, datetime.UTC)
+
+
+def _generated_id() -> str:
+    from evlog.ids import uuid7_prefix
+
+    prefix, start = uuid7_prefix(now_us() // 1000)
+    return f"{prefix}{start & 0xFFFF_FFFF_FFFF:012x}"
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return " ".join(text.split())
+
+
