@@ -66,16 +66,19 @@ class NatsServer:
         return argv
 
     def start(self) -> NatsServer:
+        """Start (or restart, on the same port and store) and wait until it listens. Its log goes to a file
+        beside the store (a pipe nobody reads would fill and stop the server)."""
         binary = nats_server_binary()
         assert binary is not None
         self.store.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(self.argv(binary), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                     start_new_session=True)
+        log = self.store.with_name(self.store.name + ".log")
+        with log.open("ab") as err:
+            self.proc = subprocess.Popen(self.argv(binary), stdout=subprocess.DEVNULL, stderr=err,
+                                         start_new_session=True)
         deadline = time.monotonic() + DEADLINE
         while not _listening(self.port):
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"nats-server exited at start: {err[-2000:]}")
+                raise RuntimeError(f"nats-server exited at start: {log.read_text(errors='replace')[-2000:]}")
             if time.monotonic() > deadline:
                 raise RuntimeError("nats-server did not start listening")
             time.sleep(0.02)
@@ -83,13 +86,14 @@ class NatsServer:
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a grace period; reaped."""
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.kill()
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
     def kill(self) -> None:
         """SIGKILL, as a crash would."""

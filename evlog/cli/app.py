@@ -11,6 +11,7 @@ inside the commands that use them.
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 import sys
 from collections.abc import Iterator, MutableMapping
@@ -41,6 +42,18 @@ COMMANDS = {
 GROUPS = {"groups", "hooks", "dlq"}
 
 
+def _reflow(command: Any) -> None:
+    """Join the lines of each help paragraph, so that rich wraps it to the terminal's width.
+
+    Docstrings keep lines under the source's line length; typer would print those line breaks as they
+    stand. A paragraph that starts with \\b keeps its lines (click's convention)."""
+    if command.help:
+        paragraphs = inspect.cleandoc(command.help).split("\n\n")
+        command.help = "\n\n".join(p if p.startswith("\b") else " ".join(p.split("\n")) for p in paragraphs)
+    for sub in getattr(command, "commands", {}).values():
+        _reflow(sub)
+
+
 class _Commands(MutableMapping[str, Any]):
     """Command name -> command, built (its module imported) when first asked for."""
 
@@ -54,6 +67,7 @@ class _Commands(MutableMapping[str, Any]):
             if name not in GROUPS and hasattr(command, "commands"):
                 command = command.commands[name]  # a module that defines several commands
             command.name = name
+            _reflow(command)
             self._built[name] = command
         return self._built[name]
 

@@ -48,7 +48,8 @@ class Target:
     def validator(self, source: str | None, keep_times: bool = True) -> Validator:
         settings = self._log.settings if self._log is not None else Settings()
         codec = codec_for("jsonl" if self._nats is not None else settings.format)
-        return Validator(codec, settings.max_event_bytes, source or DEFAULT_SOURCE, keep_times)
+        return Validator(codec, settings.max_event_bytes, source or DEFAULT_SOURCE, keep_times,
+                         subject_types=self._nats is not None)
 
     def log(self, validator: Validator) -> EventLog:
         """The log, created now when it is missing; items validated for the default format must still fit it

@@ -155,6 +155,13 @@ def type_problem(type_: object) -> str | None:
     return f"type {type_!r} must be printable ASCII without whitespace"
 
 
+def subject_type_problem(type_: str) -> str | None:
+    """On a NATS log a type is a subject suffix, which has no empty tokens (SPEC 3)."""
+    if type_.startswith(".") or type_.endswith(".") or ".." in type_:
+        return f"type {type_!r} is not valid on a NATS log: a subject has no empty tokens"
+    return None
+
+
 def _text_problem(name: str, value: str | None, limit: int | None = None) -> str | None:
     if value is None:
         return None
@@ -170,12 +177,14 @@ def _text_problem(name: str, value: str | None, limit: int | None = None) -> str
 class Validator:
     """Turns input events into items for one log, remembering the types it has checked."""
 
-    def __init__(self, codec: Codec, max_event_bytes: int, default_source: str, keep_times: bool = True) -> None:
+    def __init__(self, codec: Codec, max_event_bytes: int, default_source: str, keep_times: bool = True,
+                 subject_types: bool = False) -> None:
         problem = _text_problem("source", default_source)
         if problem:
             raise InvalidEvent(problem)
         self.codec, self.max_event_bytes, self.default_source = codec, max_event_bytes, default_source
         self.keep_times = keep_times  # an input line's own time is kept (SPEC 4), unless --log-time
+        self.subject_types = subject_types  # types must be subject suffixes (a NATS log)
         self.known_types: dict[str, bytes] = {}  # valid types, JSON-encoded
         self.rest = codec.rest
         self.item_of = codec.item
@@ -188,7 +197,7 @@ class Validator:
         that `from_line` or `appending.payload` has checked already.
         """
         if type_ not in self.known_types:
-            problem = type_problem(type_)
+            problem = type_problem(type_) or (subject_type_problem(type_) if self.subject_types else None)
             if problem:
                 raise InvalidEvent(problem)
             if len(self.known_types) < 10_000:

@@ -43,6 +43,7 @@ NATS log is used.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import re
 import threading
 import time
@@ -184,6 +185,8 @@ class NatsLog:
         self._js = self._nc.jetstream(timeout=5)
 
     def close(self) -> None:
+        if self._loop.is_closed():
+            return
         if self._nc is not None:
             try:
                 self._call(self._nc.close(), 5)
@@ -191,6 +194,8 @@ class NatsLog:
                 pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
 
     def _retrying(self, make: Callable[[], Coroutine[Any, Any, T]], what: str) -> T:
         """Run make() on the loop, again while the cluster has no leader (no responders, timeouts),
@@ -313,11 +318,10 @@ class NatsLog:
         local writer would, and the chunk is published only if the stream's last sequence is still the
         one those times were computed against (Nats-Expected-Last-Sequence); when another producer got
         in between, the times are computed again and the chunk published again."""
-        messages = [self.message(i) for i in items]
         first = last = first_item = None
         count = duplicates = raised = 0
-        for start in range(0, len(messages), ATOMIC_BATCH):
-            chunk = messages[start:start + ATOMIC_BATCH]
+        pending = iter(items)
+        while chunk := [self.message(i) for i in itertools.islice(pending, ATOMIC_BATCH)]:
             timed = any(TIME_HEADER in h for _, _, h in chunk)
             for _ in range(EXPECT_TRIES):
                 expect = None

@@ -6,6 +6,7 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -184,6 +185,27 @@ def test_append_same_id_within_dedup_window_appends_once(cli: Evlog) -> None:
     r = cli("append", "t", "n:=2", "--id", "once")
     assert r.rc == 0 and r.out == "0\n", r
     assert [r["id"] for r in cli.records()] == ["once", "other"]
+
+
+LOADED_NATS = """
+import sys
+from evlog.__main__ import main
+sys.argv = ["evlog", *sys.argv[1:]]
+try:
+    main()
+except SystemExit:
+    pass
+print(sorted(m for m in sys.modules if m.split(".")[0] == "nats" or m in ("evlog.store.nats", "asyncio")))
+"""
+
+
+@pytest.mark.parametrize("args", [["append", "t", "n:=1"], ["append", "--batch"], ["read"], ["tail", "-n", "1"]])
+def test_commands_on_a_local_log_do_not_load_the_nats_client(cli: Evlog, args: list[str]) -> None:
+    """Start-up budget (SPEC 8): a local log never imports nats-py, the NATS backend or asyncio."""
+    done = subprocess.run([sys.executable, "-c", LOADED_NATS, *args], env=cli.env, input=b'{"type":"t"}\n',
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.decode().splitlines()[-1] == "[]"
 
 
 def test_append_creates_a_missing_log(cli: Evlog) -> None:

@@ -16,7 +16,7 @@ import evlog.store.writer
 import evlog.units
 from evlog.errors import ExitCode, InvalidEvent
 from evlog.ingest.event import Validator, cloudevent, type_problem
-from evlog.store.framing import Record
+from evlog.store.framing import CODECS, Record
 from evlog.store.reader import read_frames
 from evlog.store.writer import open_writer
 from evlog.units import format_time, time_to_us
@@ -44,6 +44,23 @@ def store(log, items) -> list[Record]:
 def test_valid_types_are_accepted(type_):
     """Types of 1-256 printable ASCII characters without whitespace, `*` or `>` are valid."""
     assert type_problem(type_) is None
+
+
+@pytest.mark.parametrize("type_", ["a..b", ".a", "a.", ".", "x.y..z"])
+def test_types_with_empty_tokens_are_refused_for_a_nats_log_in_every_path(type_):
+    """A NATS log's types are subject suffixes: a validator for one refuses empty tokens, whether the type
+    comes as arguments or in lines (the fast path of from_lines included, after a valid line)."""
+    codec = CODECS["jsonl"]
+    nats = Validator(codec, 1 << 20, "test", subject_types=True)
+    local = Validator(codec, 1 << 20, "test")
+    with pytest.raises(InvalidEvent, match="empty tokens"):
+        nats.item(type_, b"null", None, None, None, None)
+    line = json.dumps({"type": type_}).encode()
+    for _ in range(2):  # the second time the type would be known, if it had been accepted
+        with pytest.raises(InvalidEvent, match="empty tokens"):
+            nats.from_lines([b'{"type":"ok.type"}', line])
+    assert local.item(type_, b"null", None, None, None, None)
+    assert len(local.from_lines([b'{"type":"ok.type"}', line])) == 2
 
 
 @pytest.mark.parametrize(("type_", "reason"), [
