@@ -26,6 +26,7 @@ from evlog.cli.options import (
     make_range,
     out_format,
 )
+from evlog.errors import UndecodableRecord
 from evlog.query.filters import Filter
 from evlog.store.backend import EventLog
 from evlog.store.reader import EVERYTHING, Range
@@ -122,7 +123,7 @@ def _print(log: EventLog, rng: Range, flt: Filter, fmt: str, *, limit: int | Non
     try:
         if tail is not None:
             frames, next_offset = reader.tail(tail, flt.compile(log.codec))
-            out.write(render(frames))
+            _emit([frames], None, render, out, None)
         else:
             remaining = _emit(reader.chunks(rng), select, render, out, remaining)
             if remaining == 0 or rng.bounded:
@@ -140,17 +141,33 @@ def _emit(chunks: Iterable[list[bytes]], select: Select | None, render: RenderMa
           remaining: int | None, flush: bool = False) -> int | None:
     write = out.write  # type: ignore[attr-defined]
     for chunk in chunks:
-        if select is not None:
-            chunk = select(chunk)
-        if remaining is not None:
-            chunk = chunk[:remaining]
-            remaining -= len(chunk)
-        if chunk:
-            write(render(chunk))
-            if flush:
-                out.flush()  # type: ignore[attr-defined]
+        try:
+            remaining = _emit_chunk(chunk, select, render, write, remaining)
+        except UndecodableRecord:
+            # A record that cannot be decoded: the records before it are printed, then the error stops
+            # the command (exit 5), unless the limit is reached first.
+            for frame in chunk:
+                remaining = _emit_chunk([frame], select, render, write, remaining)
+                if remaining == 0:
+                    break
+            else:
+                raise
+        if flush:
+            out.flush()  # type: ignore[attr-defined]
         if remaining == 0:
             break
+    return remaining
+
+
+def _emit_chunk(chunk: list[bytes], select: Select | None, render: RenderMany, write: Callable[[bytes], object],
+                remaining: int | None) -> int | None:
+    if select is not None:
+        chunk = select(chunk)
+    if remaining is not None:
+        chunk = chunk[:remaining]
+        remaining -= len(chunk)
+    if chunk:
+        write(render(chunk))
     return remaining
 
 

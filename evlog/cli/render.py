@@ -11,7 +11,7 @@ from collections.abc import Callable
 import msgspec
 
 from evlog.ingest.event import cloudevent
-from evlog.store.framing import Codec
+from evlog.store.framing import Codec, undecodable
 
 FORMATS = ("pretty", "json", "cloudevents", "data")
 Render = Callable[[bytes], bytes]
@@ -36,10 +36,20 @@ def renderer(fmt: str, codec: Codec) -> Render:
         return lambda frame: _encode(cloudevent(record(frame))) + b"\n"
     if fmt == "data":
         if codec.name == "jsonl":
-            return lambda frame: bytes(_decode_data(frame).data) + b"\n"
+            return lambda frame: _utf8(codec, frame, bytes(_decode_data(frame).data)) + b"\n"
         record = codec.record
         return lambda frame: _encode(record(frame).data) + b"\n"
     raise ValueError(fmt)
+
+
+def _utf8(codec: Codec, frame: bytes, out: bytes) -> bytes:
+    """`out`, taken from `frame` as it is stored, when it is UTF-8; else the frame is undecodable."""
+    if not out.isascii():
+        try:
+            out.decode()
+        except UnicodeDecodeError as e:
+            raise undecodable(codec, frame, e) from None
+    return out
 
 
 def renderer_many(fmt: str, codec: Codec) -> Callable[[list[bytes]], bytes]:

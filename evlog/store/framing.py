@@ -266,11 +266,26 @@ class JsonlCodec(Codec):
         return int(frame[10:frame.index(b",", 10)])
 
     def json(self, frame: bytes) -> bytes:
-        return frame[:-CRC_SUFFIX_LEN] + b"}"
+        out = frame[:-CRC_SUFFIX_LEN] + b"}"
+        if not out.isascii():
+            self._check_utf8([frame])
+        return out
 
     def json_lines(self, frames: list[bytes]) -> bytes:
         # The hot path of `read`: each body without its checksum field, joined by "}\n" in one call.
-        return b"}\n".join(map(_body, frames)) + b"}\n" if frames else b""
+        out = b"}\n".join(map(_body, frames)) + b"}\n" if frames else b""
+        if not out.isascii():
+            self._check_utf8(frames)
+        return out
+
+    def _check_utf8(self, frames: list[bytes]) -> None:
+        """Frames pass through as they are stored; one that is not UTF-8 (forged, or written by an older
+        version) would break every consumer downstream: it is an undecodable record (exit 5)."""
+        for frame in frames:
+            try:
+                frame.decode()
+            except UnicodeDecodeError as e:
+                raise undecodable(self, frame, e) from None
 
     def stored(self, frame: bytes) -> bytes:
         return frame + b"\n"

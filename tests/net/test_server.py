@@ -31,6 +31,7 @@ from conftest import (
     segment_files,
     wait_until,
 )
+from engine_helpers import append_undecodable
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from server_helpers import (
@@ -678,6 +679,26 @@ def test_a_failing_follower_makes_health_503_and_recovers_after_repair(cli: Evlo
     assert offsets(receive(live, 1)) == [5]
     server.wait_metric(LAST, 5)
     assert "following the log again" in server.proc.stderr()
+
+
+def test_a_record_that_is_not_utf8_is_never_sent_in_a_text_frame(cli: Evlog, spawn: Spawner,
+                                                                   clients: Clients) -> None:
+    """A stored record whose text is not UTF-8 (checksum intact) is treated as the damaged record it is:
+    clients get the records before it, never its bytes, and /health is 503 naming its offset, whether the
+    server reads it live or from disk for a client that starts at the beginning."""
+    cli.ok("init")
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    server = start_server(spawn)
+    live = clients.connect(server)
+    server.wait_metric(CLIENTS, 1)
+    bad = append_undecodable(cli.dir)
+    wait_until(lambda: server.get("/health").status == 503, message="/health still says ok")
+    assert f"offset {bad}" in json.loads(server.get("/health").body)["problem"]
+    early = clients.connect(server, q(from_="beginning"))
+    assert offsets(receive(early, 3)) == [0, 1, 2]
+    for ws in (early, live):
+        with pytest.raises(TimeoutError):
+            ws.recv(timeout=1)
 
 
 # -- limits and tokens -------------------------------------------------------------------------
