@@ -182,12 +182,29 @@ def _scan_segment(log: Log, seg: Segment, upper: int | None, prev_offset: int, p
 
 def _scan(log: Log, seg: Segment, fd: int, upper: int | None, prev_offset: int, prev_time: str,
           stop: int | None) -> _SegmentScan:
-    """Check one segment through `fd` (up to `stop`, where an unfinished batch begins)."""
+    """Check one segment through `fd` (up to `stop`, where an unfinished batch begins): its frames, their
+    offsets and times, and its index files."""
     is_last = upper is None
     size = os.fstat(fd).st_size if stop is None else stop
-    loaded = seg.load_index()  # after opening the data: an index newer than the data shows in the recheck
     problems: list[Problem] = []
     warnings: list[str] = []
+    loaded, state = _load_index(seg, fd, size, stop, is_last, warnings)
+    frames, moved, torn, valid_ordinal = _frames(log, seg, fd, size, is_last, problems, warnings)
+    keep, gapless = _history(log, seg, frames, upper, prev_offset, prev_time, problems, moved)
+    index_ok = _index_matches(seg, loaded, state, frames, valid_ordinal)
+    if not index_ok and loaded is not None and not moved and torn is None:
+        # (damaged records explain a mismatch already)
+        why = {"damaged": "damaged", "stale": "stale (entries missing)"}.get(state or "", "do not match the segment")
+        problems.append(Problem(seg.name, 0, None, f"index files {why}", "index"))
+    moved.sort()
+    return _SegmentScan(keep, moved, torn, problems, warnings, index_ok, gapless)
+
+
+def _load_index(seg: Segment, fd: int, size: int, stop: int | None, is_last: bool,
+                warnings: list[str]) -> tuple[Any, str | None]:
+    """The segment's index files (None when missing, or when an unfinished batch makes them moot) and the
+    state the segment reports for them ("damaged", "stale" or None)."""
+    loaded = seg.load_index()  # after opening the data: an index newer than the data shows in the recheck
     if loaded is None and size:
         warnings.append(f"{seg.name}: index files missing or unreadable (they are rebuilt on use)")
     state = seg.index_problem(fd, loaded) if loaded is not None and stop is None else None
@@ -197,12 +214,15 @@ def _scan(log: Log, seg: Segment, fd: int, upper: int | None, prev_offset: int, 
         warnings.append(f"{seg.name}: index files lag behind the records (a writer stopped between "
                         "the two; the next append catches up)")
         state = None
+    return loaded, state
 
-    # 1. every frame that passes its checksum, and the damaged byte ranges between them
-    frames, moved, torn, valid_ordinal = _frames(log, seg, fd, size, is_last, problems, warnings)
 
-    # 2. offsets and times: the longest history that fits the segment's place in the log. A record of
-    #    the gapless active segment has at most as many records before it as fit in the bytes before it.
+def _history(log: Log, seg: Segment, frames: list[_Frame], upper: int | None, prev_offset: int, prev_time: str,
+             problems: list[Problem], moved: list[tuple[int, int, str]]) -> tuple[list[_Frame], bool]:
+    """The frames to keep: the longest history whose offsets fit the segment's place in the log and whose
+    times never go back; the others become problems and byte ranges to move aside. A record of the gapless
+    active segment has at most as many records before it as fit in the bytes before it."""
+    is_last = upper is None
     floor = max(prev_offset + 1, seg.base)
     smallest = _smallest_frame(log)
     placed = []
@@ -236,27 +256,24 @@ def _scan(log: Log, seg: Segment, fd: int, upper: int | None, prev_offset: int, 
         f = keep[first_gap]
         problems.append(Problem(seg.name, f.pos, f.offset, f"offsets of the active segment skip to {f.offset} "
                                 f"(expected {seg.base + first_gap})", "order"))
+    return keep, gapless
 
-    # 3. the index files, checked against the frames they point at
-    index_ok = loaded is not None and state is None
-    if loaded is not None:
-        offsets, tindex = loaded
-        times = {off: t for t, off in tindex}
-        by_pos = {f.pos: f for f in frames}
-        if len({e[1] for e in offsets}) != len(offsets) or len(times) != len(tindex):
-            index_ok = False
-        for off, pos, ordinal in offsets:
-            at = by_pos.get(pos)
-            if at is None or at.offset != off or valid_ordinal.get(pos) != ordinal or \
-                    times.get(off) != time_to_us(at.time):
-                index_ok = False
-                break
-        if not index_ok and not moved and torn is None:  # damaged records explain a mismatch already
-            why = {"damaged": "damaged", "stale": "stale (entries missing)"}.get(state or "",
-                                                                              "do not match the segment")
-            problems.append(Problem(seg.name, 0, None, f"index files {why}", "index"))
-    moved.sort()
-    return _SegmentScan(keep, moved, torn, problems, warnings, index_ok, gapless)
+
+def _index_matches(seg: Segment, loaded: Any, state: str | None, frames: list[_Frame],
+                   valid_ordinal: dict[int, int]) -> bool:
+    """Whether the index files point at the frames they name, with their offsets, ordinals and times."""
+    if loaded is None or state is not None:
+        return False
+    offsets, tindex = loaded
+    times = {off: t for t, off in tindex}
+    by_pos = {f.pos: f for f in frames}
+    if len({e[1] for e in offsets}) != len(offsets) or len(times) != len(tindex):
+        return False
+    for off, pos, ordinal in offsets:
+        at = by_pos.get(pos)
+        if at is None or at.offset != off or valid_ordinal.get(pos) != ordinal or times.get(off) != time_to_us(at.time):
+            return False
+    return True
 
 
 def _smallest_frame(log: Log) -> int:
