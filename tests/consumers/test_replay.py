@@ -361,8 +361,12 @@ def test_concurrency_never_overlaps_a_key_and_keeps_its_order(cli: Evlog, tmp_pa
         except FileExistsError:
             record(DONE, offset=offset, overlap=True)
             sys.exit(65)
-        running = len(os.listdir({str(locks)!r}))
-        time.sleep(0.1)  # the handler's work
+        # The handler's work: it lasts until a handler of another key runs beside it (or 0.5 s, when
+        # no other key has events left), so that side-by-side runs are seen, not left to timing.
+        running, deadline = 1, time.monotonic() + 0.5
+        while running < 2 and time.monotonic() < deadline:
+            running = max(running, len(os.listdir({str(locks)!r})))
+            time.sleep(0.005)
         os.close(fd)
         os.unlink(lock)
         record(DONE, offset=offset, key=key, running=running, overlap=False)
