@@ -50,7 +50,7 @@ import time
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import msgspec
 
@@ -72,6 +72,10 @@ DUPLICATE_IDS = 10201        # atomic publish batch contains duplicate message i
 WRONG_LAST_SEQUENCE = 10071  # Nats-Expected-Last-Sequence did not hold
 EXPECTED_LAST = "Nats-Expected-Last-Sequence"
 EXPECT_TRIES = 20
+STREAM_NOT_FOUND = 10059
+CURSOR_TIMEOUT = 10.0        # seconds one request of a reader or follower may take before it asks again
+LOST_BACKOFF = 0.25          # seconds before a reader or follower asks again after losing its server
+IDLE_CHECK = 5.0             # an idle follower checks this often that its consumer still exists
 _json = msgspec.json.Encoder().encode
 _CRC = b',"crc32":"%08x"}'
 
@@ -174,12 +178,13 @@ class NatsLog:
         deadline = time.monotonic() + self.timeout
         while True:
             try:
-                self._nc = await nats.connect(**options, allow_reconnect=True)
+                left = max(deadline - time.monotonic(), 0.1)
+                self._nc = await asyncio.wait_for(nats.connect(**options, allow_reconnect=True), left)
                 break
             except (TimeoutError, OSError, NoServersError) as e:
                 if time.monotonic() >= deadline:
                     raise EvlogError(f"cannot reach NATS at {self.where}: {_reason(e)}") from None
-                await asyncio.sleep(0.5)
+                await asyncio.sleep(min(0.5, max(deadline - time.monotonic(), 0)))
             except Exception as e:  # noqa: BLE001 - authorization and the like: one line
                 raise EvlogError(f"cannot connect to NATS at {self.where}: {_reason(e)}") from None
         self._js = self._nc.jetstream(timeout=5)
@@ -206,8 +211,8 @@ class NatsLog:
 
         deadline = time.monotonic() + self.timeout
         while True:
-            try:
-                return self._call(make(), self.timeout + 5)
+            try:  # a try is cut short where the budget ends
+                return self._call(make(), max(deadline - time.monotonic(), 0.1))
             except (TimeoutError, NoRespondersError, NatsTimeout, ServiceUnavailableError) as e:
                 if time.monotonic() >= deadline:
                     raise EvlogError(f"NATS at {self.where} did not answer ({what}): {_reason(e)}") from None
@@ -452,20 +457,33 @@ class NatsLog:
 
     def follow(self, next_offset: int, types: Sequence[str], stop: threading.Event | None,
                interrupted: Callable[[], BaseException]) -> Iterator[list[bytes]]:
-        """New frames from `next_offset` on, as they are stored, until `stop` is set."""
-        sub = self._retrying(lambda: self.consume(next_offset + 1, types), "following")
+        """New frames from `next_offset` on, as they are stored, until `stop` is set. A follower outlives
+        its server: when the connection or the consumer is lost (a restart, a leader change), it waits and
+        goes on from the next offset, for as long as it takes."""
+        cursor = _Cursor(self, next_offset + 1, types)
+        backoff, idle_since = LOST_BACKOFF, time.monotonic()
         try:
             while stop is None or not stop.is_set():
-                msgs = self._call(_fetch(sub, FETCH, 0.5))
+                try:
+                    msgs = cursor.fetch(FETCH, 0.5)
+                    if not msgs and time.monotonic() - idle_since > IDLE_CHECK:
+                        cursor.check()  # a consumer lost while nothing was appended shows here
+                        idle_since = time.monotonic()
+                except _Lost:
+                    if stop is not None:
+                        stop.wait(backoff)
+                    else:
+                        time.sleep(backoff)
+                    backoff = min(2 * backoff, 5.0)
+                    continue
+                backoff = LOST_BACKOFF
                 if msgs:
+                    idle_since = time.monotonic()
                     yield [self.frame(m) for m in msgs]
         except KeyboardInterrupt:
             raise interrupted() from None
         finally:
-            try:
-                self._call(sub.unsubscribe(), 5)
-            except Exception:  # noqa: BLE001, S110 - the consumer goes by itself when inactive
-                pass
+            cursor.close()
 
     # -- facts -------------------------------------------------------------------------------------
 
@@ -532,17 +550,31 @@ class NatsReader:
             return
         since = format_time(rng.since_us) if rng.since_us is not None else None
         until = format_time(rng.until_us) if rng.until_us is not None else None
-        sub = log._retrying(lambda: log.consume(first_seq, self.types, start_time=start_time), "reading")
+        cursor = _Cursor(log, first_seq, self.types, start_time)
+        lost_since: float | None = None
+        started = False
         try:
             while True:
-                pending = end_seq  # messages past end_seq are for a later read
-                msgs = log._call(_fetch(sub, FETCH, 1.0))
-                if not msgs:
+                try:
+                    if not started and cursor.check() == 0:  # nothing matches (a filter the server applies)
+                        return
+                    started = True
+                    msgs = cursor.fetch(FETCH, 1.0)
+                    done = not msgs and cursor.check() == 0  # nothing more that matches, up to the end
+                except _Lost as e:
+                    # a server restart or a leader change: go on from the next offset, within the budget
+                    lost_since = lost_since or time.monotonic()
+                    if time.monotonic() - lost_since > log.timeout:
+                        raise EvlogError(f"NATS at {log.where} did not answer (reading): {e}") from None
+                    time.sleep(LOST_BACKOFF)
+                    continue
+                lost_since = None
+                if done:
                     return
                 frames: list[bytes] = []
                 for m in msgs:
-                    seq, _ = _seq_and_time(m.reply)
-                    if seq > pending:
+                    seq, _, _ = _ack_fields(m.reply)
+                    if seq > end_seq:  # messages past end_seq are for a later read
                         break
                     f = log.frame(m)
                     if since is not None:
@@ -557,16 +589,13 @@ class NatsReader:
                     frames.append(f)
                 if frames:
                     yield frames
-                last_seq, _ = _seq_and_time(msgs[-1].reply)
-                if last_seq >= end_seq or any(_seq_and_time(m.reply)[0] > end_seq for m in msgs):
+                last_seq, _, pending = _ack_fields(msgs[-1].reply)
+                if last_seq >= end_seq or pending == 0:
                     if rng.to is not None:
                         self.next_offset = min(self.next_offset, rng.to + 1)
                     return
         finally:
-            try:
-                log._call(sub.unsubscribe(), 5)
-            except Exception:  # noqa: BLE001, S110 - it goes by itself when inactive
-                pass
+            cursor.close()
 
     def tail(self, n: int, match: Callable[[bytes], bool] | None) -> tuple[list[bytes], int]:
         """The last n frames (that match), oldest first, and the offset after the last record."""
@@ -617,10 +646,71 @@ async def _fetch(sub: Any, n: int, timeout: float) -> list[Any]:
 
 def _seq_and_time(reply: str) -> tuple[int, int]:
     """(stream sequence, stored time in ns) from a JetStream message's reply subject."""
+    seq, ts, _ = _ack_fields(reply)
+    return seq, ts
+
+
+def _ack_fields(reply: str) -> tuple[int, int, int]:
+    """(stream sequence, stored time in ns, messages still pending for the consumer) from a JetStream
+    message's reply subject."""
     tokens = reply.split(".")
     if len(tokens) == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>
-        return int(tokens[5]), int(tokens[7])
-    return int(tokens[7]), int(tokens[9])  # ... with <domain>.<account hash> after $JS.ACK
+        return int(tokens[5]), int(tokens[7]), int(tokens[8])
+    return int(tokens[7]), int(tokens[9]), int(tokens[10])  # ... with <domain>.<account hash> after $JS.ACK
+
+
+class _Lost(Exception):
+    """The connection or the consumer is gone for now (a server restart, a leader change)."""
+
+
+class _Cursor:
+    """The messages of the stream from a sequence on, through an ephemeral consumer that is made again,
+    from the next sequence, when it is lost."""
+
+    def __init__(self, log: NatsLog, next_seq: int, types: Sequence[str], start_time: Any = None) -> None:
+        self.log, self.next_seq, self.types, self.start_time = log, next_seq, types, start_time
+        self.sub: Any = None
+
+    def fetch(self, n: int, wait: float) -> list[Any]:
+        """Up to n messages, waiting at most `wait` for the first; _Lost when the server cannot be asked."""
+        log = self.log
+        try:
+            msgs = log._call(_fetch(self._open(), n, wait), wait + CURSOR_TIMEOUT)
+        except Exception as e:  # noqa: BLE001 - whatever the client raises: ask again, on a new consumer
+            self._lost(e)
+        if msgs:
+            self.next_seq = _ack_fields(msgs[-1].reply)[0] + 1
+            self.start_time = None
+        return msgs
+
+    def _open(self) -> Any:
+        if self.sub is None:
+            log = self.log
+            self.sub = log._call(log.consume(self.next_seq, self.types, start_time=self.start_time), CURSOR_TIMEOUT)
+        return self.sub
+
+    def check(self) -> int:
+        """How many messages (that match) the consumer still has to deliver; _Lost when it is gone."""
+        try:
+            return int(self.log._call(self._open().consumer_info(), CURSOR_TIMEOUT).num_pending)
+        except Exception as e:  # noqa: BLE001 - as in fetch
+            self._lost(e)
+
+    def _lost(self, e: Exception) -> NoReturn:
+        from nats.js.errors import NotFoundError
+
+        if isinstance(e, NotFoundError) and e.err_code == STREAM_NOT_FOUND:
+            raise LogNotFound(self.log.where) from None
+        self.close()
+        raise _Lost(_reason(e)) from None
+
+    def close(self) -> None:
+        if self.sub is not None:
+            sub, self.sub = self.sub, None
+            try:
+                self.log._call(sub.unsubscribe(), 2)
+            except Exception:  # noqa: BLE001, S110 - an ephemeral consumer goes by itself when inactive
+                pass
 
 
 def _time_of(frame: bytes) -> str:
