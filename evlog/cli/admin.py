@@ -171,8 +171,9 @@ def _compact_nats(st: Any, age: int | None, size: int | None, max_events: int | 
     removed = max(0, int(before.messages) - int(after.messages))
     limits = ", ".join(f"{n} {v}" for n, v in (("max_age", max_age_text(age)), ("max_bytes", size),
                                                    ("max_events", max_events)) if v is not None)
-    result = {"dry_run": dry_run, "events_removed": removed, "bytes_removed": max(0, before.bytes - after.bytes),
-              "limits": {"max_age": max_age_text(age), "max_bytes": size, "max_events": max_events}}
+    # SPEC 6's summary keys; a stream has no segments. (A dry run changes nothing, so "after" is "before".)
+    result = {"segments_before": None, "segments_after": None, "events_before": int(before.messages),
+              "events_after": int(after.messages), "bytes_before": int(before.bytes), "bytes_after": int(after.bytes)}
     if json_:
         write_out(msgspec.json.encode(result) + b"\n")
     what = "would set" if dry_run else "set"
@@ -223,7 +224,7 @@ def _info_text(facts: dict[str, Any]) -> str:
         ("oldest", facts["oldest_time"] or "-"),
         ("newest", facts["newest_time"] or "-"),
         ("groups", ", ".join(f"{g['name']} (lag {g['lag']})" for g in facts["groups"]) or "none"),
-        ("hooks", "-" if facts["hooks"] is None else facts["hooks"]),
+        ("hooks", facts["hooks"]),
         ("dead letters", facts["dead_letters"]),
     ]
     width = max(len(k) for k, _ in rows)

@@ -246,7 +246,7 @@ def group_rows(log: Log, end: int | None = None) -> list[dict[str, Any]]:
 
 
 def consumer_facts(log: Log, end: int | None = None) -> dict[str, Any]:
-    """What `evlog info` tells of the consumers: groups with lag, the number of hooks (null on a NATS log,
-    which has none) and of dead letters."""
-    hooks = None if log.kind == "nats" else len(_registry(log).load())
+    """What `evlog info` tells of the consumers: groups with lag, the number of hooks (0 on a NATS log,
+    which has none: SPEC 3 keeps every key of `info --json`, only `segments` is null) and of dead letters."""
+    hooks = 0 if log.kind == "nats" else len(_registry(log).load())
     return {"groups": group_rows(log, end), "hooks": hooks, "dead_letters": _dead(log).count()}

@@ -50,7 +50,7 @@ from evlog.consumers.checkpoints import check_name
 from evlog.consumers.consumer import Consumer, _Result
 from evlog.consumers.deadletter import Containment
 from evlog.errors import DeadLetterFull
-from evlog.store.nats import NatsLog, _fetch, _seq_and_time
+from evlog.store.nats import NatsLog, _ack_fields, _fetch
 from evlog.units import format_time, now_us
 
 PREFIX = "evlog_"
@@ -174,14 +174,16 @@ class NatsDeadLetters:
                 while True:
                     msgs = await _fetch(sub, 1000, 1.0)
                     if not msgs:
-                        return out
+                        if (await sub.consumer_info()).num_pending == 0:
+                            return out
+                        raise TimeoutError("the dead letters stopped coming")  # (read again, from the start)
                     for m in msgs:
-                        seq = _seq_and_time(m.reply)[0]
+                        seq, _, pending = _ack_fields(m.reply)
                         entry = msgspec.json.decode(m.data)
                         if "dlq_id" not in entry:
                             entry = {"dlq_id": seq, **entry}
                         out.append((seq, entry))
-                        if seq >= last:
+                        if seq >= last or pending == 0:
                             return out
             finally:
                 await sub.unsubscribe()

@@ -63,6 +63,7 @@ from evlog.units import format_time, now_us, time_to_us
 
 T = TypeVar("T")
 STREAM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
+DLQ_SUFFIX = "_DLQ"          # STREAM_DLQ is STREAM's dead-letter stream, so no log has a name ending in it
 ATOMIC_BATCH = 1000          # the server's default limit of messages in one atomic batch
 FETCH = 1000                 # messages asked for at once by readers
 DEFAULT_TIMEOUT = 30.0       # how long commands keep trying while a cluster elects a leader
@@ -75,6 +76,7 @@ EXPECT_TRIES = 20
 STREAM_NOT_FOUND = 10059
 CURSOR_TIMEOUT = 10.0        # seconds one request of a reader or follower may take before it asks again
 LOST_BACKOFF = 0.25          # seconds before a reader or follower asks again after losing its server
+SEEK_SLACK_US = 120_000_000  # a seek by time starts this much earlier (times on import run ahead by <= 1 min)
 IDLE_CHECK = 5.0             # an idle follower checks this often that its consumer still exists
 _json = msgspec.json.Encoder().encode
 _CRC = b',"crc32":"%08x"}'
@@ -100,6 +102,9 @@ class Location:
         hosts, slash, stream = rest.partition("/")
         if not slash or not STREAM_RE.fullmatch(stream):
             raise UsageError(f"{scheme}://.../{stream}: the stream name must be 1 to 64 of A-Z a-z 0-9 _ -")
+        if stream.endswith(DLQ_SUFFIX):
+            raise UsageError(f"{scheme}://.../{stream}: names ending in {DLQ_SUFFIX} are kept for the dead-letter "
+                             f"streams of logs (STREAM{DLQ_SUFFIX} holds those of STREAM)")
         userinfo, at, hostlist = hosts.rpartition("@")
         servers, shown = [], []
         for host in hostlist.split(","):
@@ -136,7 +141,7 @@ class NatsLog:
         self.location = Location.parse(location)
         self.where = self.location.shown
         self.stream = self.location.stream
-        self.dlq_stream = f"{self.stream}_DLQ"
+        self.dlq_stream = self.stream + DLQ_SUFFIX
         self.creds, self.timeout = creds, timeout
         self.codec: Codec = CODECS["jsonl"]  # what readers hand out: JSON Lines frames, as a local log's
         self.prefix = self.stream + "."
@@ -326,8 +331,14 @@ class NatsLog:
         first = last = first_item = None
         count = duplicates = raised = 0
         pending = iter(items)
+        ahead: bool | None = None  # whether the log's newest time is ahead of the clock (asked once)
         while chunk := [self.message(i) for i in itertools.islice(pending, ATOMIC_BATCH)]:
             timed = any(TIME_HEADER in h for _, _, h in chunk)
+            if not timed and ahead is None:
+                # After an import whose times ran ahead of the clock, the server's time would go back:
+                # then these events carry explicit times too, raised to the newest.
+                ahead = self._newest()[1] > format_time(now_us())
+            timed = timed or bool(ahead)
             for _ in range(EXPECT_TRIES):
                 expect = None
                 if timed:
@@ -543,7 +554,9 @@ class NatsReader:
         if rng.start is not None:
             first_seq = max(first_seq, rng.start + 1)
         if rng.since_us is not None:
-            start_time = _datetime(rng.since_us)
+            # The server seeks by the time it stored a message; an event's own time may run ahead of that by
+            # as much as an import may run ahead of the clock, so the seek starts that much earlier.
+            start_time = _datetime(max(rng.since_us - SEEK_SLACK_US, 0))
         if rng.to is not None:
             end_seq = min(end_seq, rng.to + 1)
         if first_seq > end_seq:
