@@ -464,7 +464,9 @@ class NatsLog:
         else:
             config.deliver_policy = DeliverPolicy.BY_START_SEQUENCE
             config.opt_start_seq = max(1, first_seq)
-        return await self._js.pull_subscribe("", stream=self.stream, config=config)
+        # (pull_subscribe sets the filter subject to its first argument unless filter_subjects is given)
+        return await self._js.pull_subscribe(subjects[0] if len(subjects) == 1 else "", stream=self.stream,
+                                             config=config)
 
     def follow(self, next_offset: int, types: Sequence[str], stop: threading.Event | None,
                interrupted: Callable[[], BaseException]) -> Iterator[list[bytes]]:

@@ -73,3 +73,15 @@ def test_a_bad_line_late_in_a_large_batch_writes_nothing(cli: Evlog, nats_server
                      "empty tokens")
     cli.ok("-d", url, "init")  # the failed batch created no stream either
     assert cli.ok("-d", url, "read", "--format", "json") == ""
+
+
+@pytest.mark.parametrize(("types", "subjects"), [
+    (["a.*"], ["chunks.a.*"]), (["a.b", "c.>"], ["chunks.a.b", "chunks.c.>"]), ([], ["chunks.>"])])
+def test_type_patterns_are_the_consumers_filter_subjects(log: NatsLog, types: list[str], subjects: list[str]) -> None:
+    """`--type` is evaluated by the server: a reader's consumer filters by the type patterns as subjects."""
+    sub = log._call(log.consume(1, types))
+    try:
+        config = log._call(sub.consumer_info()).config
+        assert (config.filter_subjects or [config.filter_subject]) == subjects
+    finally:
+        log._call(sub.unsubscribe())
