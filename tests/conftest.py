@@ -292,3 +292,16 @@ def quarantined(directory: Path) -> list[bytes]:
     if not q.is_dir():
         return []
     return [p.read_bytes() for p in sorted(q.rglob("*")) if p.is_file()]
+
+
+@pytest.fixture
+def clients(spawn: Spawner) -> Iterator[Any]:
+    """WebSocket clients of the server tests (server_helpers.Clients), closed at teardown (before the
+    server, which `spawn` kills after)."""
+    from server_helpers import Clients
+
+    c = Clients()
+    try:
+        yield c
+    finally:
+        c.close()

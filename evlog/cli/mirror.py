@@ -64,7 +64,7 @@ def mirror(
         try:
             summary = m.run(follow=follow)
         finally:
-            if summary is None and m.summary.events:  # interrupted: say what was done
+            if summary is None and m.summary.count:  # interrupted: say what was done
                 diag.info(m.summary.text())
     summary_out(summary, json_)
 

@@ -61,7 +61,7 @@ def mirror_progress(log: Any) -> Iterator[Callable[[Any], None] | None]:
                 return
             last = now
             bar.update(task, completed=summary.position, total=max(total, summary.position) or None,
-                       copied=f"{summary.events} copied")
+                       copied=f"{summary.count} copied")
 
         yield update
 

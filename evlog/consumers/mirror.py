@@ -30,12 +30,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 
 import msgspec
 
 from evlog.errors import EvlogError
-from evlog.ingest.append import Target
+from evlog.ingest.append import Appended, Target
 from evlog.query.filters import Filter
 from evlog.store.backend import EventLog
 from evlog.store.reader import Range
@@ -45,23 +44,20 @@ FIND_AFTER_CHECKPOINT = 200_000  # records searched for the destination's newest
 SAVE_EVERY = 1.0  # seconds between checkpoints of a NATS source's group (a local one's: every chunk)
 
 
-@dataclass
-class MirrorSummary:
-    events: int = 0       # copied into the destination
-    duplicates: int = 0   # already there by id, skipped
-    raised: int = 0       # times earlier than the destination's newest, raised to it
+class MirrorSummary(Appended):
+    """count: copied into the destination (first..last there); duplicates: already there by id; raised: times
+    earlier than the destination's newest, raised to it."""
+
     skipped: int = 0      # not matching the filters
-    first: int | None = None
-    last: int | None = None
     position: int = 0     # the source offset the next run starts at
 
     def as_dict(self) -> dict[str, object]:
-        return {"events": self.events, "duplicates": self.duplicates, "raised": self.raised,
+        return {"events": self.count, "duplicates": self.duplicates, "raised": self.raised,
                 "first": self.first, "last": self.last, "position": self.position}
 
     def text(self) -> str:
-        text = f"mirrored {self.events} event{'s' if self.events != 1 else ''}"
-        if self.events:
+        text = f"mirrored {self.count} event{'s' if self.count != 1 else ''}"
+        if self.count:
             text += f" (destination offsets {self.first}..{self.last})"
         if self.duplicates:
             text += f", {self.duplicates} already there"
@@ -176,15 +172,7 @@ class Mirror:
                 items = [self.validator.from_line(src.json(f)) for f in part]
                 if self.dst is None:
                     self.dst = self.target.log(self.validator)
-                result = self.dst.append(items)
-                s = self.summary
-                s.events += result.count
-                s.duplicates += result.duplicates
-                s.raised += result.raised
-                if result.first is not None and s.first is None:
-                    s.first = result.first
-                if result.last is not None:
-                    s.last = result.last
+                self.summary.add(self.dst.append(items))
         self.summary.position = end
         self._save()
         if self.progress is not None:

@@ -204,9 +204,9 @@ def stream(target: Target, fd: int, source: str | None, keep_times: bool = True)
     return summary
 
 
-class StreamSummary(msgspec.Struct):
-    lines: int = 0
-    bad: int = 0
+class Appended(msgspec.Struct):
+    """What several appends added up to."""
+
     count: int = 0
     first: int | None = None
     last: int | None = None
@@ -221,3 +221,8 @@ class StreamSummary(msgspec.Struct):
             self.first = result.first
         if result.last is not None:
             self.last = result.last
+
+
+class StreamSummary(Appended):
+    lines: int = 0
+    bad: int = 0

@@ -15,7 +15,6 @@ import signal
 import stat
 import threading
 import urllib.parse
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -61,16 +60,6 @@ LAST = "evlog_last_offset"
 
 def disconnects(reason: str) -> str:
     return f'evlog_disconnects_total{{reason="{reason}"}}'
-
-
-@pytest.fixture
-def clients(spawn: Spawner) -> Iterator[Clients]:
-    """WebSocket clients, closed at teardown (before the server, which `spawn` kills after)."""
-    c = Clients()
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import urllib.parse
-from collections.abc import Iterator
 
 import pytest
 from conftest import Evlog, Spawner, assert_one_error
@@ -16,15 +15,6 @@ from nats_helpers import NatsServer
 from server_helpers import Clients, offsets, receive, start_server
 
 TOKEN = "a-token-of-some-length"
-
-
-@pytest.fixture
-def clients(spawn: Spawner) -> Iterator[Clients]:
-    c = Clients()
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 @pytest.fixture
