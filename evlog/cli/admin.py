@@ -123,7 +123,11 @@ def compact(
 ) -> None:
     """Apply retention and key compaction to sealed segments, while everything else keeps running.
 
-    Options override evlog.toml. Example (crontab): 17 3 * * * evlog -d /var/lib/events compact --max-age 30d --keys
+    Options override evlog.toml. On a NATS log the limits are applied once to the oldest events (the stream's own
+    limits, set by `init`, apply by themselves), --keys is refused, and a dry run estimates bytes by the average
+    event size.
+
+    Example (crontab): 17 3 * * * evlog -d /var/lib/events compact --max-age 30d --keys
     """
     from evlog.cli.progress import step_progress
     from evlog.store import compact as compact_mod
@@ -148,8 +152,8 @@ def compact(
 
 def _compact_nats(st: Any, age: int | None, size: int | None, max_events: int | None, *, keys: bool,
                   dry_run: bool, json_: bool) -> None:
-    """On a NATS log, retention is the stream's own limits: set them, and the server applies them now and
-    from then on. Key compaction has no sound mapping (keys are not subjects), so --keys is refused."""
+    """Retention on a NATS log, applied once as on a local log (the stream's own limits, set by `init`, apply
+    continuously). Key compaction has no sound mapping (keys are not subjects), so --keys is refused."""
     import msgspec
 
     from evlog.store.nats import NatsLog
@@ -157,33 +161,23 @@ def _compact_nats(st: Any, age: int | None, size: int | None, max_events: int | 
     if keys:
         raise UsageError("--keys: a NATS log keeps keys in the payload, not in subjects, so the server cannot "
                          "keep the newest event per key; `evlog mirror` it into a local log and compact that")
-    if age is None and size is None and max_events is None:
-        raise UsageError("on a NATS log give --max-age, --max-bytes or --max-events (they become the "
-                         "stream's limits)")
     log = NatsLog(st.location, creds=st.nats_creds, timeout=st.nats_timeout)
     try:
-        before = log.state()
-        if not dry_run:
-            log.set_limits(max_age_us=age, max_bytes=size, max_events=max_events)
-        after = log.state()
+        before, events_after, bytes_after = log.retain(max_age_us=age, max_bytes=size, max_events=max_events,
+                                                       dry_run=dry_run)
     finally:
         log.close()
-    removed = max(0, int(before.messages) - int(after.messages))
-    limits = ", ".join(f"{n} {v}" for n, v in (("max_age", max_age_text(age)), ("max_bytes", size),
-                                                   ("max_events", max_events)) if v is not None)
-    # SPEC 6's summary keys; a stream has no segments. (A dry run changes nothing, so "after" is "before".)
+    removed = max(0, int(before.messages) - events_after)
+    # SPEC 6's summary keys; a stream has no segments.
     result = {"segments_before": None, "segments_after": None, "events_before": int(before.messages),
-              "events_after": int(after.messages), "bytes_before": int(before.bytes), "bytes_after": int(after.bytes)}
+              "events_after": events_after, "bytes_before": int(before.bytes), "bytes_after": bytes_after}
     if json_:
         write_out(msgspec.json.encode(result) + b"\n")
-    what = "would set" if dry_run else "set"
-    diag.info(f"{what} the stream's limits ({limits}); {removed} events removed")
-
-
-def max_age_text(us: int | None) -> str | None:
-    from evlog.units import format_duration_us
-
-    return None if us is None else format_duration_us(us)
+    if age is None and size is None and max_events is None:
+        diag.info("nothing to do: no limit given (the stream's own limits, set by `evlog init`, apply by themselves)")
+    else:
+        diag.info(f"{'would remove' if dry_run else 'removed'} {removed} events; {events_after} remain"
+                  + (" (bytes estimated by the average event size)" if dry_run else ""))
 
 
 @app.command()

@@ -283,16 +283,43 @@ class NatsLog:
         max_size = c.max_msg_size if c.max_msg_size and c.max_msg_size > 0 else 1024 * 1024
         return Settings(format="jsonl", max_event_bytes=max_size, dedup_window_us=int((c.duplicate_window or 0) * 1e6))
 
-    def set_limits(self, *, max_age_us: int | None, max_bytes: int | None, max_events: int | None) -> None:
-        """Retention as the stream's own limits (the server enforces them from now on)."""
-        import dataclasses
+    def retain(self, *, max_age_us: int | None, max_bytes: int | None, max_events: int | None,
+               dry_run: bool = False) -> tuple[Any, int, int]:
+        """Retention once, as `compact` applies it to a local log: remove the oldest events, those older
+        than max_age (by their own times) and as many more as needed for at most max_events events and
+        max_bytes bytes. The stream's own limits (set by `init`) stay as they are, and events appended
+        meanwhile are never removed (only sequences up to the last one seen at the start are purged).
+        Returns (state before, events after, bytes after); a dry run removes nothing and estimates the
+        bytes after by the average event size."""
+        before = self.state()
+        messages, size = int(before.messages), int(before.bytes)
+        first, last = int(before.first_seq), int(before.last_seq)
+        if not messages:
+            return before, 0, size
+        cut = first  # the events from this sequence on stay
+        if max_age_us is not None:
+            young = next(iter(self.reader().chunks(Range(since_us=now_us() - max_age_us))), [])
+            cut = max(cut, self.codec.offset(young[0]) + 1 if young else last + 1)
+        if max_events is not None:
+            cut = max(cut, last - max_events + 1)
+        if max_bytes is not None:
+            cut = max(cut, last - max_bytes * messages // max(size, 1) + 1)
+        if dry_run:
+            kept = max(0, last - cut + 1)
+            return before, kept, size * kept // messages
+        if cut > first:
+            self._purge(cut)
+        after = self.state()
+        while max_bytes is not None and after.bytes > max_bytes and after.first_seq <= last:
+            # the estimate by average size kept too much: fewer again, by the sizes now
+            left = last - int(after.first_seq) + 1
+            self._purge(last - min(left - 1, left * max_bytes // max(int(after.bytes), 1)) + 1)
+            after = self.state()
+        return before, int(after.messages), int(after.bytes)
 
-        c = self.config()
-        new = dataclasses.replace(c, max_age=(max_age_us or 0) / 1e6 if max_age_us is not None else c.max_age,
-                                  max_bytes=max_bytes if max_bytes is not None else c.max_bytes,
-                                  max_msgs=max_events if max_events is not None else c.max_msgs)
-        self._retrying(lambda: self._js.update_stream(new), "setting the stream's limits")
-        self._config = None
+    def _purge(self, seq: int) -> None:
+        """Remove every event before sequence `seq`."""
+        self._retrying(lambda: self._js.purge_stream(self.stream, seq=seq), "removing old events")
 
     # -- appending -------------------------------------------------------------------------------
 
