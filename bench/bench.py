@@ -1694,8 +1694,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return a
 
 
-def print_table(rows: list[Row]) -> None:
-    head = Row("name", "evlog", "anchor", "ratio", "goal", "met")
+def print_table(rows: list[Row], first: str = "name") -> None:
+    head = Row(first, "evlog", "anchor", "ratio", "goal", "met")
     cols = list(head.__dataclass_fields__)
     widths = {c: max(len(getattr(r, c)) for r in [head, *rows]) for c in cols}
 
