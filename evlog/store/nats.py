@@ -146,6 +146,9 @@ class NatsLog:
         self.codec: Codec = CODECS["jsonl"]  # what readers hand out: JSON Lines frames, as a local log's
         self.prefix = self.stream + "."
         self._loop = asyncio.new_event_loop()
+        # The client's own tasks report through the loop's handler (a connection lost, a task cut short at
+        # exit): evlog reports what matters itself, in one line, so they stay quiet.
+        self._loop.set_exception_handler(lambda loop, context: None)
         self._thread = threading.Thread(target=self._loop.run_forever, name="evlog-nats", daemon=True)
         self._thread.start()
         self._nc: Any = None
@@ -202,6 +205,10 @@ class NatsLog:
                 self._call(self._nc.close(), 5)
             except Exception:  # noqa: BLE001, S110 - closing a connection that is gone already
                 pass
+        try:
+            self._call(_cancel_the_rest(), 3)
+        except Exception:  # noqa: BLE001, S110 - what is left is dropped with the loop
+            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
         if not self._thread.is_alive():
@@ -674,6 +681,16 @@ def _times_raised(chunk: list[tuple[str, bytes, dict[str, str]]],
         newest = t
         out.append((subject, payload, dict(headers, **{TIME_HEADER: t})))
     return out, raised
+
+
+async def _cancel_the_rest() -> None:
+    """Cancel the client's tasks still pending (a connection to a server that is gone leaves some), and let
+    them end, so that none is destroyed with the loop."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    if tasks:
+        await asyncio.wait(tasks, timeout=2)
 
 
 async def _fetch(sub: Any, n: int, timeout: float) -> list[Any]:
