@@ -24,19 +24,13 @@ def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | 
                   console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task(label, total=total or None, rate="", failures="")
         started = time.monotonic()
-        last = 0.0
 
         def update(summary: Any) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last < 0.1:
-                return
-            last = now
-            rate = summary.events / max(1e-6, now - started)
+            rate = summary.events / max(1e-6, time.monotonic() - started)
             bar.update(task, completed=summary.events, rate=f"{rate:,.0f}/s",
                        failures=f"{summary.dead_lettered} failed" if summary.dead_lettered else "")
 
-        yield update
+        yield _at_most_every(0.1, update)
 
 
 @contextmanager
@@ -52,18 +46,26 @@ def mirror_progress(log: Any) -> Iterator[Callable[[Any], None] | None]:
     with Progress(TextColumn("mirror"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[copied]}"),
                   TimeElapsedColumn(), console=Console(stderr=True), transient=True) as bar:
         task = bar.add_task("mirror", total=total or None, copied="")
-        last = 0.0
 
         def update(summary: Any) -> None:
-            nonlocal last
-            now = time.monotonic()
-            if now - last < 0.1:
-                return
-            last = now
             bar.update(task, completed=summary.position, total=max(total, summary.position) or None,
                        copied=f"{summary.count} copied")
 
-        yield update
+        yield _at_most_every(0.1, update)
+
+
+def _at_most_every(seconds: float, draw: Callable[[Any], None]) -> Callable[[Any], None]:
+    """`draw`, skipping calls that come within `seconds` of the last one drawn."""
+    last = 0.0
+
+    def throttled(summary: Any) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= seconds:
+            last = now
+            draw(summary)
+
+    return throttled
 
 
 @contextmanager

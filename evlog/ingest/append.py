@@ -184,8 +184,8 @@ def stream(target: Target, fd: int, source: str | None, keep_times: bool = True)
     log = target.log(validator)
     summary = StreamSummary()
     # fsync = batch: groups that arrive back to back share one sync, made before waiting for more input.
-    deferred = isinstance(log, LocalLog) and log.settings.fsync == "batch"
-    for group in lines(fd, log.sync if isinstance(log, LocalLog) and deferred else None):
+    deferred = log.settings.fsync == "batch"
+    for group in lines(fd, log.sync if deferred else None):
         items = []
         for line in group:
             summary.lines += 1
@@ -199,8 +199,7 @@ def stream(target: Target, fd: int, source: str | None, keep_times: bool = True)
         if items:
             result = log.append(items, sync=not deferred)
             summary.add(result)
-    if isinstance(log, LocalLog):
-        log.sync()
+    log.sync()
     return summary
 
 

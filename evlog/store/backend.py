@@ -7,6 +7,7 @@
       reader(types)                    .chunks(range), .next_offset, .tail(n, match)
       next_offset()                    the offset the next event will get, as far as readers know
       follow(next_offset, types, ...)  new frames as they are appended
+      sync()                           make durable what appends with sync=False left
       info()                           the storage facts of `evlog info`
       close()
 
@@ -56,6 +57,8 @@ class EventLog(Protocol):
                interrupted: Callable[[], BaseException]) -> Iterator[list[bytes]]: ...
 
     def info(self) -> dict[str, Any]: ...
+
+    def sync(self) -> None: ...
 
     def close(self) -> None: ...
 

@@ -82,10 +82,6 @@ _json = msgspec.json.Encoder().encode
 _CRC = b',"crc32":"%08x"}'
 
 
-def is_nats(location: str) -> bool:
-    return location.startswith(("nats://", "tls://"))
-
-
 @dataclass(frozen=True)
 class Location:
     """`nats://[user:pass@]host[:port][,host2:port...]/STREAM` (or tls://), parsed."""
@@ -196,6 +192,9 @@ class NatsLog:
             except Exception as e:  # noqa: BLE001 - authorization and the like: one line
                 raise EvlogError(f"cannot connect to NATS at {self.where}: {_reason(e)}") from None
         self._js = self._nc.jetstream(timeout=5)
+
+    def sync(self) -> None:
+        """Nothing to do: the server acknowledges only what it stored."""
 
     def close(self) -> None:
         if self._loop.is_closed():

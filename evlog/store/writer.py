@@ -289,11 +289,11 @@ class Writer:
             for run in _runs(items, APPEND_RUN):
                 marks = set(map(_first_byte, run))
                 if _ID_MARK in marks or _TIME_MARK in marks:  # caller's ids or times: item by item
-                    frames, times, dups, up, newest = self._frame_each(run, offset, t_us, newest)
+                    frames, times, dups, up, newest, first_item = self._frame_each(run, offset, t_us, newest)
                     duplicates += dups
                     raised += up
-                    if first_item_offset is None and (frames or dups):
-                        first_item_offset = self._first_item if self._first_item is not None else offset
+                    if first_item_offset is None:
+                        first_item_offset = first_item
                     if frames:
                         self._put(frames, offset, times)
                 else:
@@ -324,45 +324,40 @@ class Writer:
         return AppendResult(first, last, appended, first_item_offset, duplicates, raised)
 
     def _frame_each(self, run: list[bytes], offset: int, t_us: int,
-                    newest: int) -> tuple[list[bytes], list[int], int, int, int]:
+                    newest: int) -> tuple[list[bytes], list[int], int, int, int, int | None]:
         """Frames of a run item by item: a caller's id is checked against dedup_window (a known one is
         skipped), a caller's time is kept unless it is earlier than the newest so far, which it is then
-        raised to. Returns (frames, their times, duplicates, times raised, the newest time after them);
-        `_first_item` is the offset of the run's first item (appended, or found by its id)."""
+        raised to. Returns (frames, their times, duplicates, times raised, the newest time after them, the
+        offset of the run's first item: appended, or found by its id)."""
         codec = self.codec
         frames: list[bytes] = []
         times: list[int] = []
         duplicates = raised = 0
-        self._first_item: int | None = None
+        first_item: int | None = None
         for item in run:
             own, item = split_time(item)
-            if own is None:
-                when = max(t_us, newest)
-            else:
-                when = time_to_us(own)
-                if when < newest:
-                    raised += 1
-                    when = newest
+            own_us = None if own is None else time_to_us(own)
+            when = max(t_us, newest) if own_us is None else max(own_us, newest)
+            if own_us is not None and own_us < newest:
+                raised += 1
             at = offset + len(frames)
             if item[0] == _ID_MARK:
                 id_, rest = codec.split_item(item)
-                recent = self._recent(None if own is None else time_to_us(own))
+                recent = self._recent(own_us)
                 seen = recent.get(id_)
                 if seen is not None:
                     duplicates += 1
-                    if self._first_item is None:
-                        self._first_item = seen
+                    first_item = seen if first_item is None else first_item
                     continue
                 recent[id_] = at
                 frame = codec.frame(at, id_, format_time(when), rest)
             else:
                 frame = codec.framer(format_time(when), when // 1000)(at, [item])[0]
-            if self._first_item is None:
-                self._first_item = at
+            first_item = at if first_item is None else first_item
             newest = when
             frames.append(frame)
             times.append(when)
-        return frames, times, duplicates, raised, newest
+        return frames, times, duplicates, raised, newest, first_item
 
     def _put(self, frames: list[bytes], offset: int, t_us: int | list[int]) -> None:
         """Buffer frames with offsets offset.. (and one time, or one each), adding index entries and sealing
