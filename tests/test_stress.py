@@ -48,6 +48,7 @@ class Scenario:
     def __init__(self, cli: Evlog, spawn: Spawner, tmp_path: Path, seed: int, seconds: float) -> None:
         self.cli, self.spawn, self.tmp = cli, spawn, tmp_path
         self.seed, self.seconds = seed, seconds
+        self.last_error = ""  # stderr of the last evlog that failed, for the failure messages
         self.ledger = Ledger()
         self.stop = threading.Event()
         self.counter = 0
@@ -77,10 +78,14 @@ class Scenario:
         _, err = p.communicate(input_text.encode() if input_text is not None else None, timeout=60)
         if killer is not None:
             killer.cancel()
-        if b"Traceback" in err and not _during_interpreter_start(err):
+        if b"Traceback" in err:
+            if killer is not None and _during_interpreter_start(err):
+                return None  # interrupted while Python itself was starting (exit 1): as if killed
             self.ledger.failures.append(f"traceback from {argv[:2]}: {err.decode()[-500:]}")
         if p.returncode in (-signal.SIGKILL, 130, 143, -signal.SIGINT, -signal.SIGTERM):
             return None
+        if p.returncode:
+            self.last_error = err.decode(errors="replace")[-500:]
         return p.returncode
 
     # -- the actors ---------------------------------------------------------------------------
@@ -98,7 +103,7 @@ class Scenario:
                 if rc == 0:
                     self.ledger.ack([e])
                 elif rc is not None:
-                    self.ledger.failures.append(f"append exited {rc}")
+                    self.ledger.failures.append(f"append exited {rc}: {self.last_error}")
             else:
                 n = rng.randrange(2, 120) if rng.random() < 0.8 else rng.randrange(2000, 8000)
                 events = [self.event(rng, f"{kind[0]}{k}") for _ in range(n)]
@@ -109,7 +114,7 @@ class Scenario:
                 if rc == 0:
                     self.ledger.ack(events)
                 elif rc is not None:
-                    self.ledger.failures.append(f"append --{kind} exited {rc}")
+                    self.ledger.failures.append(f"append --{kind} exited {rc}: {self.last_error}")
 
     def compactor(self) -> None:
         rng = random.Random(self.seed)
