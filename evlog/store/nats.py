@@ -43,6 +43,7 @@ NATS log is used.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import re
 import threading
@@ -65,7 +66,9 @@ T = TypeVar("T")
 STREAM_RE = re.compile(r"[A-Za-z0-9_-]{1,64}")
 DLQ_SUFFIX = "_DLQ"          # STREAM_DLQ is STREAM's dead-letter stream, so no log has a name ending in it
 ATOMIC_BATCH = 1000          # the server's default limit of messages in one atomic batch
-FETCH = 1000                 # messages asked for at once by readers
+FETCH = 1000                 # messages a follower asks for at once (two requests in flight)
+PULL_BATCH = 5000            # messages a reader asks for at once ...
+PULL_DEPTH = 4               # ... with this many requests in flight
 DEFAULT_TIMEOUT = 30.0       # how long commands keep trying while a cluster elects a leader
 TIME_HEADER = "Evlog-Time"
 MSG_ID = "Nats-Msg-Id"
@@ -77,7 +80,6 @@ STREAM_NOT_FOUND = 10059
 CURSOR_TIMEOUT = 10.0        # seconds one request of a reader or follower may take before it asks again
 LOST_BACKOFF = 0.25          # seconds before a reader or follower asks again after losing its server
 SEEK_SLACK_US = 120_000_000  # a seek by time starts this much earlier (times on import run ahead by <= 1 min)
-IDLE_CHECK = 5.0             # an idle follower checks this often that its consumer still exists
 _json = msgspec.json.Encoder().encode
 _CRC = b',"crc32":"%08x"}'
 
@@ -506,15 +508,12 @@ class NatsLog:
         """New frames from `next_offset` on, as they are stored, until `stop` is set. A follower outlives
         its server: when the connection or the consumer is lost (a restart, a leader change), it waits and
         goes on from the next offset, for as long as it takes."""
-        cursor = _Cursor(self, next_offset + 1, types)
-        backoff, idle_since = LOST_BACKOFF, time.monotonic()
+        cursor = _Cursor(self, next_offset + 1, types, expires=0.5)
+        backoff = LOST_BACKOFF
         try:
             while stop is None or not stop.is_set():
                 try:
-                    msgs = cursor.fetch(FETCH, 0.5)
-                    if not msgs and time.monotonic() - idle_since > IDLE_CHECK:
-                        cursor.check()  # a consumer lost while nothing was appended shows here
-                        idle_since = time.monotonic()
+                    frames = cursor.take()
                 except _Lost:
                     if stop is not None:
                         stop.wait(backoff)
@@ -523,9 +522,8 @@ class NatsLog:
                     backoff = min(2 * backoff, 5.0)
                     continue
                 backoff = LOST_BACKOFF
-                if msgs:
-                    idle_since = time.monotonic()
-                    yield [self.frame(m) for m in msgs]
+                if frames:
+                    yield frames
         except KeyboardInterrupt:
             raise interrupted() from None
         finally:
@@ -583,7 +581,7 @@ class NatsReader:
         if not st.messages:
             return
         first_seq = st.first_seq
-        start_time = None
+        start_us = None
         if rng.last is not None:
             first_seq = max(first_seq, end_seq - rng.last + 1)
         if rng.start is not None:
@@ -591,24 +589,25 @@ class NatsReader:
         if rng.since_us is not None:
             # The server seeks by the time it stored a message; an event's own time may run ahead of that by
             # as much as an import may run ahead of the clock, so the seek starts that much earlier.
-            start_time = _datetime(max(rng.since_us - SEEK_SLACK_US, 0))
+            start_us = max(rng.since_us - SEEK_SLACK_US, 0)
         if rng.to is not None:
             end_seq = min(end_seq, rng.to + 1)
         if first_seq > end_seq:
             return
         since = format_time(rng.since_us) if rng.since_us is not None else None
         until = format_time(rng.until_us) if rng.until_us is not None else None
-        cursor = _Cursor(log, first_seq, self.types, start_time)
+        offset_of = log.codec.offset
+        end_offset = end_seq - 1
+        cursor = _Cursor(log, first_seq, self.types, start_us)
         lost_since: float | None = None
-        started = False
         try:
             while True:
                 try:
-                    if not started and cursor.check() == 0:  # nothing matches (a filter the server applies)
+                    if not cursor.open():  # nothing matches (a filter the server applies)
                         return
-                    started = True
-                    msgs = cursor.fetch(FETCH, 1.0)
-                    done = not msgs and cursor.check() == 0  # nothing more that matches, up to the end
+                    frames = cursor.take()
+                    if not frames and cursor.exhausted():  # nothing more that matches, up to the end
+                        return
                 except _Lost as e:
                     # a server restart or a leader change: go on from the next offset, within the budget
                     lost_since = lost_since or time.monotonic()
@@ -617,28 +616,25 @@ class NatsReader:
                     time.sleep(LOST_BACKOFF)
                     continue
                 lost_since = None
-                if done:
+                if not frames:
+                    continue
+                past = offset_of(frames[-1]) > end_offset
+                if past:  # frames past end_seq are for a later read
+                    frames = frames[:bisect.bisect_right(frames, end_offset, key=offset_of)]
+                if since is not None:
+                    i = bisect.bisect_left(frames, since, key=_time_of)  # times never decrease
+                    if i == len(frames):
+                        continue
+                    frames, since = frames[i:], None
+                if until is not None and frames and _time_of(frames[-1]) >= until:
+                    k = bisect.bisect_left(frames, until, key=_time_of)
+                    self.next_offset = offset_of(frames[k])
+                    if k:
+                        yield frames[:k]
                     return
-                frames: list[bytes] = []
-                for m in msgs:
-                    seq, _, _ = _ack_fields(m.reply)
-                    if seq > end_seq:  # messages past end_seq are for a later read
-                        break
-                    f = log.frame(m)
-                    if since is not None:
-                        if _time_of(f) < since:
-                            continue
-                        since = None  # times never decrease: the rest is in range
-                    if until is not None and _time_of(f) >= until:
-                        self.next_offset = seq - 1
-                        if frames:
-                            yield frames
-                        return
-                    frames.append(f)
                 if frames:
                     yield frames
-                last_seq, _, pending = _ack_fields(msgs[-1].reply)
-                if last_seq >= end_seq or pending == 0:
+                if past or cursor.next_seq > end_seq or cursor.pending == 0:
                     if rng.to is not None:
                         self.next_offset = min(self.next_offset, rng.to + 1)
                     return
@@ -722,64 +718,114 @@ class _Lost(Exception):
 
 
 class _Cursor:
-    """The messages of the stream from a sequence on, through an ephemeral consumer that is made again,
-    from the next sequence, when it is lost."""
+    """The frames of the stream from a sequence on, pulled through an ephemeral consumer on a connection of
+    its own (see evlog.store.nats_wire), made again from the next sequence when lost.
 
-    def __init__(self, log: NatsLog, next_seq: int, types: Sequence[str], start_time: Any = None) -> None:
-        self.log, self.next_seq, self.types, self.start_time = log, next_seq, types, start_time
-        self.sub: Any = None
+    A reader's requests ask for what is there now (no_wait); a follower's wait `expires` seconds each for
+    new events, so a follower that hears nothing (not even that its requests expired) for CURSOR_TIMEOUT
+    seconds has lost its server or its consumer."""
 
-    def fetch(self, n: int, wait: float) -> list[Any]:
-        """Up to n messages, waiting at most `wait` for the first; _Lost when the server cannot be asked."""
+    def __init__(self, log: NatsLog, next_seq: int, types: Sequence[str], start_us: int | None = None, *,
+                 expires: float | None = None) -> None:
+        self.log, self.next_seq, self.types, self.start_us = log, next_seq, types, start_us
+        self.expires = expires
+        self.wire: Any = None
+        self.pulls: Any = None
+        self.pending: int | None = None  # what the consumer still had to deliver after the last frame taken
+
+    def open(self) -> int:
+        """Make the consumer (if it is not there yet); what it has to deliver. _Lost when it cannot be made."""
+        from evlog.store.nats_wire import Deliveries, Status, Wire, WireError
+
+        if self.pulls is not None:
+            return self.pending or 0
         log = self.log
+        config: dict[str, Any] = {"ack_policy": "none", "inactive_threshold": int(60e9), "mem_storage": True,
+                                  "num_replicas": 1}
+        subjects = log.filter_subjects(self.types)
+        if len(subjects) == 1:
+            config["filter_subject"] = subjects[0]
+        else:
+            config["filter_subjects"] = subjects
+        if self.start_us is not None:
+            config["deliver_policy"], config["opt_start_time"] = "by_start_time", format_time(self.start_us)
+        else:
+            config["deliver_policy"], config["opt_start_seq"] = "by_start_sequence", max(1, self.next_seq)
         try:
-            msgs = log._call(_fetch(self._open(), n, wait), wait + CURSOR_TIMEOUT)
-        except Exception as e:  # noqa: BLE001 - whatever the client raises: ask again, on a new consumer
+            self.wire = Wire(log.location.servers, creds=log.creds, timeout=CURSOR_TIMEOUT)
+            reply = msgspec.json.decode(self.wire.request(
+                f"$JS.API.CONSUMER.CREATE.{log.stream}", _json({"stream_name": log.stream, "config": config})))
+        except (OSError, WireError, Status, msgspec.DecodeError) as e:
             self._lost(e)
-        if msgs:
-            self.next_seq = _ack_fields(msgs[-1].reply)[0] + 1
-            self.start_time = None
-        return msgs
+        error = reply.get("error")
+        if error:
+            if error.get("err_code") == STREAM_NOT_FOUND:
+                self.close()
+                raise LogNotFound(log.where)
+            self._lost(EvlogError(error.get("description") or str(error)))
+        self.pending = int(reply.get("num_pending", 0))
+        expires_ns = int(self.expires * 1e9) if self.expires else None
+        self.pulls = Deliveries(self.wire, log.stream, reply["name"], log.prefix,
+                                batch=FETCH if expires_ns else PULL_BATCH, depth=2 if expires_ns else PULL_DEPTH,
+                                expires_ns=expires_ns)
+        self._consumer = reply["name"]
+        return self.pending
 
-    def _open(self) -> Any:
-        if self.sub is None:
-            log = self.log
-            self.sub = log._call(log.consume(self.next_seq, self.types, start_time=self.start_time), CURSOR_TIMEOUT)
-        return self.sub
+    def take(self) -> list[bytes]:
+        """The frames that arrived next ([] when requests ended without any: see `ended`); _Lost when the
+        server cannot be asked."""
+        from evlog.store.nats_wire import Status, WireError
 
-    def check(self) -> int:
-        """How many messages (that match) the consumer still has to deliver; _Lost when it is gone."""
+        self.open()
+        pulls = self.pulls
         try:
-            return int(self.log._call(self._open().consumer_info(), CURSOR_TIMEOUT).num_pending)
-        except Exception as e:  # noqa: BLE001 - as in fetch
+            pulls.ask()
+            frames: list[bytes] = pulls.take()
+        except (OSError, WireError, Status) as e:
             self._lost(e)
+        if frames:
+            self.next_seq = pulls.last_seq + 1
+            self.pending = pulls.pending
+            self.start_us = None
+        return frames
 
-    def _lost(self, e: Exception) -> NoReturn:
-        from nats.js.errors import NotFoundError
+    def exhausted(self) -> bool:
+        """Whether the consumer has nothing more to deliver, asked when its requests all ended without
+        bringing anything (a request may be told "nothing" while another one has the messages)."""
+        from evlog.store.nats_wire import Status, WireError
 
-        if isinstance(e, NotFoundError) and e.err_code == STREAM_NOT_FOUND:
-            raise LogNotFound(self.log.where) from None
+        pulls = self.pulls
+        if pulls is None or not pulls.idle:
+            return False
+        try:
+            reply = msgspec.json.decode(self.wire.request(
+                f"$JS.API.CONSUMER.INFO.{self.log.stream}.{self._consumer}", b""))
+        except (OSError, WireError, Status, msgspec.DecodeError) as e:
+            self._lost(e)
+        if "error" in reply:
+            self._lost(EvlogError(reply["error"].get("description") or str(reply["error"])))
+        self.pending = int(reply.get("num_pending", 0))
+        return self.pending == 0
+
+    def _lost(self, e: BaseException) -> NoReturn:
         self.close()
         raise _Lost(_reason(e)) from None
 
     def close(self) -> None:
-        if self.sub is not None:
-            sub, self.sub = self.sub, None
-            try:
-                self.log._call(sub.unsubscribe(), 2)
-            except Exception:  # noqa: BLE001, S110 - an ephemeral consumer goes by itself when inactive
-                pass
+        if self.wire is not None:
+            wire, self.wire = self.wire, None
+            if self.pulls is not None:
+                try:  # gone at once rather than when inactive (no answer awaited)
+                    wire.send(wire.publish(f"$JS.API.CONSUMER.DELETE.{self.log.stream}.{self._consumer}", b""))
+                except OSError:
+                    pass
+            wire.close()
+        self.pulls = None
 
 
 def _time_of(frame: bytes) -> str:
     i = frame.index(b',"time":"') + 9
     return frame[i:i + 27].decode()
-
-
-def _datetime(us: int) -> Any:
-    import datetime
-
-    return datetime.datetime.fromtimestamp(us / 1e6, datetime.UTC)
 
 
 def _generated_id() -> str:
