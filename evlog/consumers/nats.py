@@ -50,7 +50,7 @@ from evlog.consumers.checkpoints import check_name
 from evlog.consumers.consumer import Consumer, _Result
 from evlog.consumers.deadletter import Containment
 from evlog.errors import DeadLetterFull
-from evlog.store.nats import NatsLog, _ack_fields, _fetch
+from evlog.store.nats import CURSOR_TIMEOUT, NatsLog, _ack_fields, _fetch
 from evlog.units import format_time, now_us
 
 PREFIX = "evlog_"
@@ -58,6 +58,8 @@ ACK_WAIT = 30.0           # seconds an unacked event stays with a process that s
 FETCH_ROOM = 2            # a process fetches FETCH_ROOM x concurrency x batch events ahead
 GROUP_ROOM = 8            # max_ack_pending = GROUP_ROOM x concurrency x batch
 MAX_FETCH = 10_000
+PULL_EXPIRES = 0.5        # seconds a pull request waits for events
+ACK, NAK, WORKING = b"+ACK", b"-NAK", b"+WPI"
 DLQ_SUBJECT = "entry"
 MAX_MSGS_EXCEEDED = 10077  # a stream with discard new refused a message: it is full
 _encode = msgspec.json.Encoder().encode
@@ -253,14 +255,17 @@ class NatsGroupConsumer(Consumer):
         assert self.group is not None
         self.nats: NatsLog = log
         self.window = max(1, self.opts.concurrency * self.opts.batch)
-        self.held: dict[int, Any] = {}  # offset -> message fetched and not acked yet
+        self.held: dict[int, bytes] = {}  # offset -> reply subject of an event fetched and not acked yet
         self.held_lock = threading.Lock()
+        self.pulls: Any = None  # the feeder's requests and their connection (evlog.store.nats_wire)
+        self.fed = threading.Event()  # the feeder has stopped
 
     def start_position(self) -> int | None:
         return None  # the durable consumer knows where it is
 
-    def _bind(self) -> Any:
-        """The group's consumer, made on first use (from the range's start, or the beginning)."""
+    def _bind(self) -> None:
+        """Make the group's consumer on first use (from the range's start, or the beginning); give it this
+        run's filters and a window at least this process's."""
         groups = NatsGroups(self.nats)
         name = self.group
         assert name is not None
@@ -282,16 +287,25 @@ class NatsGroupConsumer(Consumer):
                 c.max_ack_pending = max(c.max_ack_pending or 0, GROUP_ROOM * self.window)
                 log = self.nats
                 log._retrying(lambda: log._js.add_consumer(log.stream, c), "updating the group")
+
+    def _connect(self) -> Any:
+        """Pull requests for the group's consumer, on a connection of their own (see evlog.store.nats_wire)."""
+        from evlog.store.nats_wire import Deliveries, Wire
+
         log = self.nats
-        return log._retrying(lambda: log._js.pull_subscribe_bind(durable(name), stream=log.stream),
-                             "joining the group")
+        wire = Wire(log.location.servers, creds=log.creds, timeout=CURSOR_TIMEOUT)
+        batch = max(1, min(MAX_FETCH, FETCH_ROOM * self.window) // 2)
+        return Deliveries(wire, log.stream, durable(self.group or ""), log.prefix, batch=batch, depth=2,
+                          expires_ns=int(PULL_EXPIRES * 1e9), acks=True)
 
     def _feed(self, out: queue.Queue[Any]) -> None:
-        """Feeder thread: fetch from the durable consumer, at most FETCH_ROOM x window ahead; hand matching
+        """Feeder thread: pull from the durable consumer, at most FETCH_ROOM x window ahead; hand matching
         events on as tasks and ack the others. Without --follow, ends when the group has nothing pending."""
+        from evlog.store.nats_wire import Status, WireError
+
         try:
             log = self.nats
-            sub = self._bind()
+            self._bind()
             beat = threading.Thread(target=self._keep_alive, daemon=True, name="evlog-nats-progress")
             beat.start()
             r = self.rng
@@ -300,37 +314,43 @@ class NatsGroupConsumer(Consumer):
             batch = self.opts.batch
             room = min(MAX_FETCH, FETCH_ROOM * self.window)
             while not self.stop.is_set():
-                with self.held_lock:
-                    free = room - len(self.held)
-                if free <= 0:
-                    time.sleep(0.01)
-                    continue
                 try:
-                    msgs = log._call(_fetch(sub, min(free, MAX_FETCH), 0.5), 30)
-                except Exception:  # noqa: BLE001 - the connection is being re-made: try again
+                    if self.pulls is None:
+                        self.pulls = self._connect()
+                    pulls = self.pulls
+                    with self.held_lock:
+                        free = room - len(self.held)
+                    if free >= pulls.batch:
+                        pulls.ask()
+                    elif pulls.idle:
+                        time.sleep(0.01)
+                        continue
+                    frames = pulls.take()
+                    replies, pulls.replies = pulls.replies, []
+                except (OSError, WireError, Status):  # the connection is made again: go on
+                    self._disconnect()
                     if self.stop.wait(0.5):
                         break
                     continue
-                if not msgs:
-                    if not self.follow and self._drained():
+                if not frames:
+                    if not self.follow and pulls.idle and self._drained():
                         break
                     continue
-                frames, beyond = [], []
-                for m in msgs:
-                    frame = log.frame(m)
+                kept, beyond = [], []
+                for frame, reply in zip(frames, replies, strict=True):
                     offset = offset_of(frame)
                     if (r.to is not None and offset > r.to) or (until is not None and _time(frame) >= until):
-                        beyond.append(m)
+                        beyond.append(reply)
                         continue
                     with self.held_lock:
-                        self.held[offset] = m
-                    frames.append(frame)
+                        self.held[offset] = reply
+                    kept.append(frame)
                 if beyond:  # past the range: for a later run, at once
-                    log._call(_all(m.nak() for m in beyond), 30)
-                matched = frames if self.select is None else self.select(frames)
-                if len(matched) != len(frames):
+                    self._tell(beyond, NAK)
+                matched = kept if self.select is None else self.select(kept)
+                if len(matched) != len(kept):
                     keep = {offset_of(f) for f in matched}
-                    self._ack([offset_of(f) for f in frames if offset_of(f) not in keep])
+                    self._ack([offset_of(f) for f in kept if offset_of(f) not in keep])
                 for i in range(0, len(matched), batch):
                     part = matched[i:i + batch]
                     out.put((part, offset_of(part[-1]) + 1))
@@ -339,6 +359,13 @@ class NatsGroupConsumer(Consumer):
             out.put(("end", log.next_offset()))
         except BaseException as e:  # noqa: BLE001 - handed to the consumer thread
             out.put(("error", e))
+        finally:
+            self.fed.set()
+
+    def _disconnect(self) -> None:
+        pulls, self.pulls = self.pulls, None
+        if pulls is not None:
+            pulls.wire.close()
 
     def _drained(self) -> bool:
         info = NatsGroups(self.nats)._info(self.group or "")
@@ -348,18 +375,31 @@ class NatsGroupConsumer(Consumer):
         """Tell the server every ACK_WAIT / 3 that the held events are being worked on."""
         while not self.stop.wait(ACK_WAIT / 3):
             with self.held_lock:
-                msgs = list(self.held.values())
-            if msgs:
+                replies = list(self.held.values())
+            if replies:
                 try:
-                    self.nats._call(_all(m.in_progress() for m in msgs), 30)
+                    self._tell(replies, WORKING)
                 except Exception:  # noqa: BLE001, S110 - the next beat tries again; the server redelivers
                     pass
 
+    def _tell(self, replies: list[bytes], verb: bytes) -> None:
+        """Acknowledge (or nak, or say "working on") deliveries by their reply subjects: one write on the
+        feeder's connection, or through the client library while that is being made again."""
+        pulls = self.pulls
+        if pulls is not None:
+            try:
+                pulls.wire.send(b"".join(b"PUB %b %d\r\n%b\r\n" % (r, len(verb), verb) for r in replies))
+                return
+            except OSError:
+                pass
+        nc = self.nats._nc
+        self.nats._call(_all(nc.publish(r.decode(), verb) for r in replies), 30)
+
     def _ack(self, offsets: list[int]) -> None:
         with self.held_lock:
-            msgs = [m for m in (self.held.pop(o, None) for o in offsets) if m is not None]
-        if msgs:
-            self.nats._call(_all(m.ack() for m in msgs), 30)
+            replies = [m for m in (self.held.pop(o, None) for o in offsets) if m is not None]
+        if replies:
+            self._tell(replies, ACK)
 
     def _finish(self, result: _Result) -> BaseException | None:
         error = super()._finish(result)
@@ -376,19 +416,24 @@ class NatsGroupConsumer(Consumer):
             self._release()
 
     def _release(self) -> None:
-        """Stopping: hand the events this process holds and did not finish back to the group at once."""
+        """Stopping: hand the events this process holds and did not finish back to the group at once, and
+        make sure the server has read every acknowledgement before the connection closes."""
+        self.fed.wait(2 * PULL_EXPIRES + 1)
         with self.held_lock:
-            msgs = list(self.held.values())
+            replies = list(self.held.values())
             self.held.clear()
-        if msgs:
-            try:
-                self.nats._call(_all(m.nak() for m in msgs), 30)
-            except Exception:  # noqa: BLE001, S110 - they come back after ACK_WAIT anyway
-                pass
+        pulls = self.pulls
         try:
+            if pulls is not None and self.fed.is_set():
+                replies += pulls.settle(2 * PULL_EXPIRES + 1)  # what came after the feeder stopped
+            if replies:
+                self._tell(replies, NAK)
+            if pulls is not None and self.fed.is_set():
+                pulls.settle(5)
             self.nats._call(self.nats._nc.flush(5), 10)
         except Exception:  # noqa: BLE001, S110 - acks not sent are redeliveries, which at least once allows
             pass
+        self._disconnect()
 
     def _more_after(self, position: int | None) -> bool:
         return self.follow or not self._drained()

@@ -32,6 +32,8 @@ import re
 import secrets
 import socket
 import ssl
+import threading
+import time
 import zlib
 from collections.abc import Sequence
 from typing import Any
@@ -83,6 +85,7 @@ class Wire:
     def __init__(self, servers: Sequence[str], *, creds: str | None, timeout: float) -> None:
         self.timeout = timeout
         self.buf = b""
+        self._sending = threading.Lock()  # one thread reads; any may send (acknowledgements)
         reasons = []
         for url in servers:
             try:
@@ -145,7 +148,8 @@ class Wire:
         self.buf = self.buf + data if self.buf else data
 
     def send(self, data: bytes) -> None:
-        self.sock.sendall(data)
+        with self._sending:
+            self.sock.sendall(data)
 
     def publish(self, subject: str | bytes, payload: bytes, reply: bytes = b"") -> bytes:
         """The PUB command (to send later, or at once with send())."""
@@ -218,6 +222,7 @@ class Deliveries:
         self.last_seq = 0          # the stream sequence of the last delivery
         self._pending: bytes | int | None = None
         self.ended = 0             # requests that ended early in the last take() (404, 408)
+        self.ponged = False        # a PONG came (see settle())
         self._types: dict[bytes, bytes] = {}
         self._second = -1
         self._stamp = b""
@@ -233,6 +238,17 @@ class Deliveries:
         if not all(due):
             self.wire.send(b"".join(self._asks[i] for i, d in enumerate(due) if not d))
             self.due = [d or self.batch for d in due]
+
+    def settle(self, seconds: float) -> list[bytes]:
+        """Wait (at most `seconds`) until no request is in flight and the server has read everything sent
+        before; the reply subjects of the deliveries that came meanwhile (to hand back)."""
+        deadline = time.monotonic() + seconds
+        self.ponged = False
+        self.wire.send(b"PING\r\n")
+        while (not self.ponged or not self.idle) and time.monotonic() < deadline:
+            self.take()
+        came, self.replies = self.replies, []
+        return came
 
     @property
     def idle(self) -> bool:
@@ -336,6 +352,8 @@ class Deliveries:
             line = buf[pos:end]
             if line == b"PING":
                 self.wire.send(b"PONG\r\n")
+            elif line == b"PONG":
+                self.ponged = True
             elif line.startswith(b"-ERR"):
                 raise WireError(line[5:].decode(errors="replace").strip(" '"))
             elif line.startswith((b"MSG ", b"HMSG ")):
