@@ -37,7 +37,10 @@ published message by message, so that the server drops exactly the repeats.
 nats-py is asynchronous: a NatsLog runs its own event loop in a thread and
 its methods wait for the coroutines they hand it. Only this module and
 evlog.consumers.nats (groups and dead letters) import nats, and only when a
-NATS log is used.
+NATS log is used. Events are read (by readers, followers and groups) through
+a connection of their own that speaks the protocol directly, many messages
+per read of the socket (evlog.store.nats_wire): the client library builds an
+object per message, which held reading near 15,000 events/s.
 """
 
 from __future__ import annotations

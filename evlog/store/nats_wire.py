@@ -47,10 +47,10 @@ _json = msgspec.json.Encoder().encode
 _crc32 = zlib.crc32
 
 # A delivery from a JetStream consumer (version 1 acknowledgement subjects, as the server sends them to
-# clients of its own account): subject, reply, stream sequence, stored time (ns), pending, header length,
-# total length.
+# clients of its own account; stream and consumer names hold no dots): subject, sid, reply, stream sequence,
+# stored time (ns), pending, header length, total length.
 _DELIVERY = re.compile(
-    rb"HMSG ([^ ]+) (\d+) (\$JS\.ACK\.[^ ]+\.\d+\.(\d+)\.\d+\.(\d+)\.(\d+)) (\d+) (\d+)\r\n"
+    rb"HMSG ([^ ]+) (\d+) (\$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.\d+\.(\d+)\.(\d+)) (\d+) (\d+)\r\n"
     # ... and its headers as evlog writes them (anything else takes the general path): the time an import
     # gave, the id (one that is a JSON string as it is)
     rb"(NATS/1\.0\r\n(?:Evlog-Time: ([0-9T:.Z-]{27})\r\n)?Nats-Msg-Id: ([ !#-\[\]-~]*)\r\n"
@@ -224,7 +224,7 @@ class Deliveries:
         self.ended = 0             # requests that ended early in the last take() (404, 408)
         self.ponged = False        # a PONG came (see settle())
         self._types: dict[bytes, bytes] = {}
-        self._second = -1
+        self._second = b""
         self._stamp = b""
 
     @property
@@ -285,11 +285,11 @@ class Deliveries:
                     break
                 pos = step
                 continue
-            if stamp is None:
-                second, micros = divmod(int(ns) // 1000, 1_000_000)
-                if second != self._second:  # the date and clock time, formatted once a second
-                    self._second, self._stamp = second, format_time(second * 1_000_000)[:20].encode()
-                stamp = self._stamp + b"%06dZ" % micros
+            if stamp is None:  # the time the server stored it, in ns: 10 digits of seconds, 9 after them
+                if ns[:-9] != self._second:  # the date and clock time, formatted once a second
+                    self._second = ns[:-9]
+                    self._stamp = format_time(int(self._second) * 1_000_000)[:20].encode()
+                stamp = self._stamp + ns[-9:-3] + b"Z" if len(ns) == 19 else format_time(int(ns) // 1000).encode()
             type_ = types.get(subject)
             if type_ is None:
                 type_ = types[subject] = _json(subject[skip:].decode(errors="replace"))
@@ -328,11 +328,7 @@ class Deliveries:
         if got:
             stamp = got.group(1)
         else:
-            us = int(ns) // 1000
-            second, micros = divmod(us, 1_000_000)
-            if second != self._second:  # the date and clock time, formatted once a second
-                self._second, self._stamp = second, format_time(second * 1_000_000)[:20].encode()
-            stamp = self._stamp + b"%06dZ" % micros
+            stamp = format_time(int(ns) // 1000).encode()
         type_ = self._types.get(subject)
         if type_ is None:
             type_ = self._types[subject] = _json(subject[self.skip:].decode(errors="replace"))
