@@ -162,6 +162,16 @@ def subject_type_problem(type_: str) -> str | None:
     return None
 
 
+def header_id_problem(id_: str) -> str | None:
+    """On a NATS log an id is a header value (Nats-Msg-Id), which holds no line break and is read without
+    the whitespace around it."""
+    if "\r" in id_ or "\n" in id_:
+        return f"id {id_!r} is not valid on a NATS log: a message header holds no line breaks"
+    if id_ != id_.strip():
+        return f"id {id_!r} is not valid on a NATS log: a message header drops whitespace at its ends"
+    return None
+
+
 def _text_problem(name: str, value: str | None, limit: int | None = None) -> str | None:
     if value is None:
         return None
@@ -205,7 +215,8 @@ class Validator:
         if (key is not None and "\x00" in key) or (subject is not None and "\x00" in subject) \
                 or (source is not None and "\x00" in source) or id_ is not None:
             problem = (_text_problem("key", key) or _text_problem("subject", subject)
-                       or _text_problem("source", source) or _text_problem("id", id_, ID_MAX))
+                       or _text_problem("source", source) or _text_problem("id", id_, ID_MAX)
+                       or (header_id_problem(id_) if self.subject_types and id_ is not None else None))
             if problem:
                 raise InvalidEvent(problem)
         try:

@@ -157,12 +157,26 @@ class Wire:
             subject = subject.encode()
         return b"PUB %b %b%d\r\n%b\r\n" % (subject, reply + b" " if reply else b"", len(payload), payload)
 
+    @staticmethod
+    def hpublish(subject: str, payload: bytes, headers: dict[str, str], reply: bytes = b"") -> bytes:
+        """The HPUB command: a message with headers (values hold no line breaks: see evlog.ingest.event)."""
+        block = ("NATS/1.0\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n").encode()
+        return b"HPUB %b %b%d %d\r\n%b%b\r\n" % (subject.encode(), reply + b" " if reply else b"", len(block),
+                                                len(block) + len(payload), block, payload)
+
     def request(self, subject: str, payload: bytes) -> bytes:
         """Send a request and wait for its reply (nothing else may be in flight); WireError when no
         server answers it."""
+        reply = self.reply_subject()
+        return self.call(self.publish(subject, payload, reply), reply)
+
+    def reply_subject(self) -> bytes:
         self._requests += 1
-        reply = self.inbox + b".r.%d" % self._requests
-        self.send(self.publish(subject, payload, reply))
+        return self.inbox + b".r.%d" % self._requests
+
+    def call(self, data: bytes, reply: bytes) -> bytes:
+        """Send `data` (commands, one of which asks for an answer on `reply`) and wait for that answer."""
+        self.send(data)
         while True:
             got = _message(self.buf, 0)
             if got is None:

@@ -85,3 +85,19 @@ def test_type_patterns_are_the_consumers_filter_subjects(log: NatsLog, types: li
         assert (config.filter_subjects or [config.filter_subject]) == subjects
     finally:
         log._call(sub.unsubscribe())
+
+
+@pytest.mark.parametrize(("id_", "why"), [
+    ("a\nb", "line breaks"), ("a\r\nNats-Expected-Last-Sequence: 1", "line breaks"), (" padded", "whitespace"),
+    ("padded\t", "whitespace")])
+def test_an_id_that_cannot_be_a_message_header_is_invalid_input(cli: Evlog, nats_server: NatsServer, id_: str,
+                                                                why: str) -> None:
+    """An id travels as the Nats-Msg-Id header: a line break would end it (or add headers of the caller's
+    choosing), and whitespace at its ends would not come back. Refused, single or in a batch, before
+    anything is published."""
+    url = f"{nats_server.url}/ids"
+    cli.ok("-d", url, "init")
+    assert_one_error(cli("-d", url, "append", "a.b", "--id", id_), 4, why)
+    lines = json.dumps({"type": "a.b", "id": "fine"}) + "\n" + json.dumps({"type": "a.b", "id": id_}) + "\n"
+    assert_one_error(cli("-d", url, "append", "--batch", input=lines), 4, "line 2", why)
+    assert cli.ok("-d", url, "read", "--format", "json") == ""
