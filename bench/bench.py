@@ -10,7 +10,7 @@ timeout and the work directory is removed at the end (unless --keep).
     python bench/bench.py --quick         # smaller sizes, fewer runs (a few minutes)
     python bench/bench.py --only append-one seek
 
-Steps: append-batch, append-one, seek, read-type, follow-latency, replay, compact-memory, serve.
+Steps: append-batch, append-one, seek, read-type, follow-latency, replay, compact-memory, batch-memory, serve.
 The serve step's WebSocket clients run in helper processes under evlog's own interpreter (they need the
 `websockets` package that evlog is installed with); bench.py itself still needs only the standard library.
 See bench/README.md for what each step measures and how to read the table.
@@ -49,6 +49,7 @@ STEPS = (
     "follow-latency",
     "replay",
     "compact-memory",
+    "batch-memory",
     "serve",
 )
 SEED = 20261127
@@ -61,9 +62,10 @@ T_LONG = 1800  # one pass over a million-event file or log (evlog, jq, grep, cat
 # `compact-memory` runs each measured command as the only child of a fresh wrapper process, so that
 # RUSAGE_CHILDREN's ru_maxrss (KiB on Linux) is the peak RSS of that one command and nothing else.
 MAXRSS_WRAPPER = """\
-import json, resource, subprocess, sys, time
+import json, os, resource, subprocess, sys, time
+stdin = open(os.environ["BENCH_STDIN"], "rb") if os.environ.get("BENCH_STDIN") else subprocess.DEVNULL
 t = time.perf_counter()
-p = subprocess.run(sys.argv[1:], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+p = subprocess.run(sys.argv[1:], stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 wall = time.perf_counter() - t
 ru = resource.getrusage(resource.RUSAGE_CHILDREN)
 print(json.dumps({"rc": p.returncode, "maxrss_kib": ru.ru_maxrss, "wall": wall,
@@ -930,9 +932,11 @@ class Bench:
 
     # ----------------------------------------------------------------------- compact-memory
 
-    def peak_rss(self, cmd: list[str], timeout: float) -> tuple[float, float, str]:
-        """Run cmd as the only child of a fresh wrapper; return (peak RSS MiB, wall seconds, its stdout)."""
-        _, proc = run_group([self.python, "-c", MAXRSS_WRAPPER, *cmd], timeout=timeout)
+    def peak_rss(self, cmd: list[str], timeout: float, stdin: Path | None = None) -> tuple[float, float, str]:
+        """Run cmd as the only child of a fresh wrapper (its stdin from a file, or nothing); return (peak RSS
+        MiB, wall seconds, its stdout)."""
+        _, proc = run_group([self.python, "-c", MAXRSS_WRAPPER, *cmd], timeout=timeout,
+                            env={"BENCH_STDIN": str(stdin) if stdin else ""})
         try:
             res = json.loads(proc.stdout)
         except ValueError as exc:
@@ -941,6 +945,47 @@ class Bench:
             raise BenchError(f"exit {res['rc']}: {describe(cmd)}: {res['stderr'].strip()[-300:]}")
         kib = res["maxrss_kib"] if sys.platform != "darwin" else res["maxrss_kib"] / 1024  # bytes on macOS
         return kib / 1024, res["wall"], res["stdout"]
+
+    def step_batch_memory(self) -> None:
+        """Peak RSS of `append --batch` of a large input (the generated events, repeated): SPEC 8 bounds it
+        by settings, not by the input."""
+        n = self.args.memory_events
+        log(f"\n== batch-memory: `evlog append --batch` of {n:,} events (load average {os.getloadavg()[0]:.2f})")
+        src = self.events()
+        data = self.work / f"memory-{n}.jsonl"
+        written = 0
+        with open(data, "wb") as fout:
+            while written < n:
+                with open(src, "rb") as fin:
+                    for line in fin:
+                        if written >= n:
+                            break
+                        fout.write(line)
+                        written += 1
+        size = data.stat().st_size
+        logdir = self.work / "memory"
+        if logdir.exists():
+            shutil.rmtree(logdir)
+        py_mib, _, _ = self.peak_rss([self.python, "-c", "pass"], T_SHORT)
+        cmd = self.ev(logdir, "append", "--batch", "--json")
+        log(f"  measured: {describe(cmd)} < {data.name} ({size / 2**20:.0f} MiB; peak RSS from RUSAGE_CHILDREN)")
+        mib, wall, out = self.peak_rss(cmd, T_LONG * 2, stdin=data)
+        summary = json.loads(out.strip().splitlines()[-1])
+        data.unlink()
+        if summary.get("count", summary.get("appended")) != n:
+            raise BenchError(f"append --batch --json reported {summary}, expected {n:,} events")
+        log(f"  peak RSS {mib:.1f} MiB for {size / 2**20:.0f} MiB of input, {fmt_s(wall)} ({fmt_rate(n / wall)}); "
+            f"python -c pass {py_mib:.1f} MiB")
+        self.add(
+            f"append --batch peak RSS ({n:,} ev)",
+            f"{mib:.1f} MiB",
+            f"input {size / 2**20:.0f} MiB, python {py_mib:.1f} MiB",
+            f"rss {mib / (size / 2**20):.2f}x input",
+            "< 200 MiB",
+            "yes" if mib < 200 else "no",
+        )
+        if not self.args.keep:
+            shutil.rmtree(logdir, ignore_errors=True)
 
     def step_compact_memory(self) -> None:
         """Peak RSS of `compact --keys` on a log of N events with N/10 keys in 16 MiB segments."""
@@ -1414,16 +1459,17 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
                 pass
 
 
-def run_group(cmd: list[str], *, timeout: float) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+def run_group(cmd: list[str], *, timeout: float,
+              env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[bytes]]:
     """Like run(), with stdout captured, but in a process group of its own that a timeout kills whole
-    (a wrapper and the command it runs)."""
+    (a wrapper and the command it runs); `env` adds to the children's environment."""
     start = time.perf_counter()
     proc = subprocess.Popen(
         cmd,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env=child_env(),
+        env={**child_env(), **(env or {})},
         start_new_session=True,
     )
     try:
@@ -1644,6 +1690,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="events in the compact-memory log, with N/10 keys (default 1,000,000; --quick 200,000)",
     )
     ap.add_argument(
+        "--memory-events",
+        metavar="N",
+        type=int,
+        help="events in batch-memory's append --batch input (default 5,000,000; --quick 1,000,000)",
+    )
+    ap.add_argument(
         "--handler-events",
         metavar="N",
         type=int,
@@ -1679,12 +1731,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     a.read_runs = 1 if a.quick else 3
     a.follow_events = 100 if a.quick else 300
     a.compact_events = a.compact_events or (200_000 if a.quick else 1_000_000)
+    a.memory_events = a.memory_events or (1_000_000 if a.quick else 5_000_000)
     a.serve_seconds = a.serve_seconds or (3.0 if a.quick else 10.0)
     for name in (
         "events",
         "big_events",
         "small_events",
         "compact_events",
+        "memory_events",
         "handler_events",
         "serve_clients",
         "serve_rate",

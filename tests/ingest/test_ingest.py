@@ -5,6 +5,8 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import subprocess
+import sys
 import threading
 
 import pytest
@@ -242,6 +244,45 @@ def test_spool_spills_past_its_memory_limit_and_keeps_the_order(log, with_ids):
         assert not [n for n in os.listdir(log.dir) if n.startswith(".batch-")]  # the temporary file is unlinked
     finally:
         spool.close()
+
+
+def test_the_spool_counts_what_its_items_cost_in_memory(log):
+    """Many small events: what the spool holds in memory, Python's objects and list slots included, stays
+    within its limit (plus the group being added), not just the events' own bytes."""
+    limit = 64 << 10
+    spool = new_spool(log, memory_limit=limit)
+    group = [b"x"] * 500
+    group_cost = sum(map(sys.getsizeof, group)) + 8 * len(group)
+    try:
+        for _ in range(200):
+            spool.extend(list(group))
+            held = sum(map(sys.getsizeof, spool.items)) + 8 * len(spool.items)
+            assert held <= limit + group_cost
+        assert spool.file is not None
+        assert len(spool) == 100_000
+    finally:
+        spool.close()
+
+
+@pytest.mark.slow
+def test_a_large_batch_peaks_under_its_memory_bound(tmp_path):
+    """SPEC 8: `append --batch` memory is bounded by its settings, not its input. 1,500,000 events (~200 MB)
+    peak well under 200 MiB of RSS (measured by a parent whose only child is evlog)."""
+    src = tmp_path / "events.jsonl"
+    with open(src, "w") as f:
+        for start in range(0, 1_500_000, 50_000):
+            f.write("".join(f'{{"type":"order.created","key":"cust-{i % 9973}","data":{{"order":"o-{i:08d}",'
+                            f'"qty":{i % 7},"total":{i % 1000}.5,"note":"{"n" * (i % 40)}"}}}}\n'
+                            for i in range(start, start + 50_000)))
+    probe = ("import resource, subprocess, sys\n"
+             "with open(sys.argv[1], 'rb') as f:\n"
+             "    rc = subprocess.run([sys.executable, '-m', 'evlog', '-d', sys.argv[2], 'append', '--batch'],"
+             " stdin=f, stdout=subprocess.DEVNULL).returncode\n"
+             "print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
+    out = subprocess.run([sys.executable, "-c", probe, str(src), str(tmp_path / "log")], capture_output=True,
+                         text=True, check=True, timeout=600).stdout.split()
+    assert out[0] == "0"
+    assert int(out[1]) < 200 * 1024, f"peak RSS {int(out[1]) // 1024} MiB"
 
 
 def test_a_spilled_batch_appends_every_event_in_order(log, tmp_path):
