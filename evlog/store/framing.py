@@ -45,6 +45,7 @@ _LINE = b'%b,"crc32":"%08x"}\n'
 _CRC_SUFFIX = b',"crc32":"%08x"}'
 _OFFSET_PREFIX = b'{"offset":'
 _body = operator.itemgetter(slice(None, -CRC_SUFFIX_LEN))
+_crc_field = operator.itemgetter(slice(-CRC_SUFFIX_LEN, None))
 _TIME_MARK = b'","time":"'
 
 MP_HEADER = struct.Struct("<HII")
@@ -238,7 +239,10 @@ class JsonlCodec(Codec):
         tail = lines.pop()  # bytes after the last newline: an unfinished line
         crc = _crc32
         suffix = _CRC_SUFFIX.__mod__
-        for line in lines:
+        # The hot path of every read: each line's checksum checked by maps, run in C, one comparison per line.
+        if all(map(operator.eq, map(suffix, map(crc, map(_body, lines))), map(_crc_field, lines))):
+            return lines, len(data) - len(tail), bool(final and tail)
+        for line in lines:  # a line failed: which one
             # The checksum covers the body; the comparison covers every byte of the suffix.
             if suffix(crc(line[:-CRC_SUFFIX_LEN])) != line[-CRC_SUFFIX_LEN:]:
                 good = lines[:lines.index(line)]
