@@ -28,6 +28,11 @@ MIN_TIME_US = -62_135_596_800_000_000      # 0001-01-01T00:00:00Z
 MAX_TIME_US = 253_402_300_799_999_999      # 9999-12-31T23:59:59.999999Z
 
 
+def count(n: int, noun: str) -> str:
+    """`1 event`, `2 events`: a count with its noun (a regular plural)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def parse_size(text: str) -> int:
     """`64MiB`, `512KiB`, `1KiB`, `4096` -> bytes; ValueError otherwise (also past MAX_SIZE)."""
     m = _SIZE_RE.fullmatch(text)

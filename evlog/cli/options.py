@@ -86,8 +86,14 @@ def make_range(from_: int | None, since: str | None, last: int | None, to: int |
 
     if sum(x is not None for x in (from_, since, last)) > 1:
         raise UsageError("give at most one of --from, --since, --last")
-    return Range(start=from_, since_us=parse_arg("--since", parse_time_us, since), last=last, to=to,
-                 until_us=parse_arg("--until", parse_time_us, until))
+    if from_ is not None and to is not None and to < from_:
+        raise UsageError(f"--to {to} is before --from {from_}: that range holds nothing (--to is inclusive)")
+    since_us = parse_arg("--since", parse_time_us, since)
+    until_us = parse_arg("--until", parse_time_us, until)
+    if since_us is not None and until_us is not None and until_us <= since_us:
+        raise UsageError("--until is before --since (or the same time): that range holds nothing "
+                         "(--since is inclusive, --until exclusive)")
+    return Range(start=from_, since_us=since_us, last=last, to=to, until_us=until_us)
 
 
 def check_utf8(what: str, *values: str | None) -> None:
@@ -108,6 +114,8 @@ def make_filter(types: list[str] | None, key: str | None, subject: str | None, s
     check_utf8("--subject", subject)
     check_utf8("--source", source)
     check_utf8("--where", where)
+    if where is not None and not where.strip():
+        where = None  # blanks mean no filter, as '' does
     f = Filter(list(types or []), key, subject, source, where)
     from evlog.store.framing import CODECS
 

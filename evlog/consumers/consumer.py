@@ -39,6 +39,7 @@ from evlog.report import Report, quiet
 from evlog.store.backend import EventLog
 from evlog.store.framing import Record, undecodable
 from evlog.store.reader import Range
+from evlog.units import count
 
 CLEAN_ENV_KEEP = ("PATH", "HOME", "LANG", "TZ")
 HANDLER_VARS = ("EVLOG_OFFSET", "EVLOG_ID", "EVLOG_TYPE", "EVLOG_KEY", "EVLOG_SUBJECT", "EVLOG_SOURCE",
@@ -478,7 +479,7 @@ class Consumer:
             self.cannot_start = HandlerCannotStart(outcome.error or "cannot start", what)
             return self.cannot_start
         who = f"hook {self.hook}: " if self.hook else ""
-        self.report("warning", f"{who}{what} dead-lettered after {result.attempts} attempt(s): {outcome.error}",
+        self.report("warning", f"{who}{what} dead-lettered after {count(result.attempts, 'attempt')}: {outcome.error}",
                     **({"hook": self.hook} if self.hook else {}))
         return None
 

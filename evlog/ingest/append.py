@@ -16,6 +16,7 @@ from evlog.store.framing import codec_for
 from evlog.store.local import LocalLog
 from evlog.store.log import Log
 from evlog.store.writer import AppendResult
+from evlog.units import count
 
 DEFAULT_SOURCE = "evlog"
 
@@ -98,11 +99,14 @@ def payload(fields: list[str], data: str | None) -> msgspec.Raw:
         if eq <= 0:
             raise UsageError(f"bad FIELD {item!r}: use name=value or name:=json")
         _check_arg(f"FIELD {item[:eq].rstrip(':')!r}", item)
-        if item[eq - 1] == ":" and eq > 1:
-            name = item[:eq - 1]
+        typed = item[eq - 1] == ":" and eq > 1
+        name = item[:eq - 1] if typed else item[:eq]
+        if name in obj:  # conflicting items are an error (as in HTTPie), not "the last one wins"
+            raise UsageError(f"FIELD {name!r} is given twice: give each name once")
+        if typed:
             obj[name] = msgspec.json.decode(_json(f"FIELD {name}", item[eq + 1:].encode(), MAX_DEPTH - 1))
         else:
-            obj[item[:eq]] = item[eq + 1:]
+            obj[name] = item[eq + 1:]
     return msgspec.Raw(msgspec.json.encode(obj))
 
 
@@ -155,7 +159,7 @@ class BatchSummary(msgspec.Struct):
                     "raised to it")
         if not self.count:
             return "appended 0 events" + dup
-        return f"appended {self.count} events, offsets {self.first}..{self.last}{dup}"
+        return f"appended {count(self.count, 'event')}, offsets {self.first}..{self.last}{dup}"
 
 
 def batch(target: Target, fd: int, source: str | None, keep_times: bool = True) -> BatchSummary:

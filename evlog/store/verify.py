@@ -46,7 +46,7 @@ from evlog.store.framing import classify
 from evlog.store.log import SEGMENT_RE, DamagedMarker, Log
 from evlog.store.recovery import recover_pending
 from evlog.store.segment import Segment
-from evlog.units import time_to_us
+from evlog.units import count, time_to_us
 
 RECHECKS = 5  # times a segment replaced during its check is checked again
 
@@ -430,5 +430,5 @@ def to_text(report: Report) -> list[str]:
         at = f"offset {p.offset}" if p.offset is not None else "-"
         lines.append(f"{p.segment} byte {p.position} ({at}): {p.problem}")
     state = "ok" if report.ok else f"CORRUPT: {len(report.problems)} problem(s)"
-    lines.append(f"{state}: {report.segments} segments, {report.records} records checked")
+    lines.append(f"{state}: {count(report.segments, 'segment')}, {count(report.records, 'record')} checked")
     return lines

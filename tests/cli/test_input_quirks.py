@@ -1,0 +1,62 @@
+"""Small input quirks a new user hit: each is either a clear usage error or behaves like its obvious twin.
+
+- a FIELD given twice (`n=1 n=2`) is an error naming it, as HTTPie does for
+  conflicting items, instead of keeping the last silently;
+- a range whose end comes before its start is a usage error, not an empty read;
+- `--where` of blanks means no filter, like `--where ''`;
+- counts read as English: "1 event", "2 events", "1 attempt", "1 segment".
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Evlog, assert_one_error
+
+
+@pytest.mark.parametrize("fields", [["n=1", "n=2"], ["n=1", "n:=2"], ["a=x", "b:=1", "a:=null"]])
+def test_a_field_given_twice_is_a_usage_error(cli: Evlog, fields: list[str]) -> None:
+    cli.ok("init")
+    name = fields[0].split("=")[0]
+    assert_one_error(cli("append", "a.b", *fields), 2, f"FIELD {name!r} is given twice")
+    assert cli.records() == []
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--from", "10", "--to", "5"], "--to 5 is before --from 10"),
+    (["--since", "2026-01-02", "--until", "2026-01-01"], "--until is before --since"),
+    (["--since", "2026-01-02T00:00:00Z", "--until", "2026-01-02T00:00:00Z"], "--until is before --since"),
+])
+@pytest.mark.parametrize("command", ["read", "replay"])
+def test_a_range_that_ends_before_it_starts_is_a_usage_error(cli: Evlog, args: list[str], says: str,
+                                                             command: str) -> None:
+    cli.ok("append", "a.b")
+    handler = ["--", "true"] if command == "replay" else []
+    assert_one_error(cli(command, *args, *handler), 2, says)
+
+
+def test_a_range_of_one_offset_is_fine(cli: Evlog) -> None:
+    for _ in range(3):
+        cli.ok("append", "a.b")
+    assert [json.loads(x)["offset"] for x in cli.ok("read", "--from", "1", "--to", "1").splitlines()] == [1]
+
+
+@pytest.mark.parametrize("blank", ["", "   ", "\t \n"])
+def test_a_blank_where_means_no_filter(cli: Evlog, blank: str) -> None:
+    for i in range(3):
+        cli.ok("append", "a.b", f"i:={i}")
+    assert len(cli.ok("read", "--where", blank).splitlines()) == 3
+
+
+def test_counts_read_as_english(cli: Evlog) -> None:
+    cli.ok("init")
+    r = cli("append", "--batch", input='{"type":"a"}\n')
+    assert "appended 1 event, offsets 0..0" in r.err, r.err
+    r = cli("append", "--batch", input='{"type":"a"}\n{"type":"b"}\n')
+    assert "appended 2 events, offsets 1..2" in r.err, r.err
+    assert "ok: 1 segment, 3 records checked" in cli.ok("verify") + cli("verify").err
+    r = cli("replay", "--retries", "0", "--backoff", "10ms", "--from", "0", "--to", "0", "--", "false")
+    assert "after 1 attempt:" in r.err, r.err
+    r = cli("replay", "--retries", "1", "--backoff", "10ms", "--from", "1", "--to", "1", "--", "false")
+    assert "after 2 attempts:" in r.err, r.err
