@@ -77,7 +77,9 @@ def replay(
         str | None, typer.Option("--max-memory", metavar="SIZE", help="Cap the handler's address space.")
     ] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep consuming new events.")] = False,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would be delivered; run nothing.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print what each handler call would get on stdin (with --json, the summary alone); "
+                          "run nothing.")] = False,
     json_: Annotated[bool, typer.Option("--json", help="Print the summary as JSON on stdout.")] = False,
 ) -> None:
     """Run a handler command for each event (or batch), with retries and a dead-letter file.
@@ -105,6 +107,7 @@ def replay(
         env=env_pairs(env),
         max_memory=parse_arg("--max-memory", parse_size, max_memory),
         dry_run=dry_run,
+        list_dry_run=not json_,
     )
     rng = make_range(from_, since, last, to, until)
     flt = make_filter(type_, key, subject, source, where)
@@ -115,8 +118,6 @@ def replay(
         consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress,
                              report=diag.emit)
         summary = consumer.run()
-    if dry_run:
-        diag.info(f"dry run: {summary.events} events would be delivered; nothing was run")
     summary_out(summary, json_)
     if summary.dead_lettered:
         raise typer.Exit(ExitCode.PARTIAL)

@@ -62,6 +62,7 @@ class Options:
     env: dict[str, str] = field(default_factory=dict)
     max_memory: int | None = None
     dry_run: bool = False
+    list_dry_run: bool = True         # a dry run writes what each handler call would get to out_fd
 
 
 @dataclass
@@ -72,12 +73,18 @@ class Summary:
     dead_lettered: int = 0
     elapsed_s: float = 0.0
     position: int | None = None
+    dry_run: bool = False
+    calls: int = 0  # handler calls a dry run would make
 
     def as_dict(self) -> dict[str, Any]:
-        return {"events": self.events, "succeeded": self.succeeded, "retries": self.retries,
-                "dead_lettered": self.dead_lettered, "elapsed_s": round(self.elapsed_s, 3)}
+        out = {"events": self.events, "succeeded": self.succeeded, "retries": self.retries,
+               "dead_lettered": self.dead_lettered, "elapsed_s": round(self.elapsed_s, 3)}
+        return {**out, "dry_run": True} if self.dry_run else out
 
     def text(self) -> str:
+        if self.dry_run:
+            return (f"dry run: would deliver {count(self.events, 'event')} in {count(self.calls, 'handler call')}; "
+                    "nothing was run")
         return (f"delivered {self.succeeded} of {self.events} events, {self.retries} retries, "
                 f"{self.dead_lettered} dead-lettered, {self.elapsed_s:.2f}s")
 
@@ -217,6 +224,17 @@ class Consumer:
                 return saved
         return None
 
+    def _start_ignored(self, position: int | None) -> None:
+        """A group that has a position resumes there: a start given on the command line (--from, --since,
+        --last) is ignored, and the user is told so, with the command that moves the group."""
+        r = self.rng
+        given = [f"--from {r.start}"] if r.start is not None else ["--since"] if r.since_us is not None else \
+            [f"--last {r.last}"] if r.last is not None else []
+        if given and self.group is not None:
+            where = f"at offset {position}" if position is not None else "where it is"
+            self.report("warning", f"group {self.group!r} resumes {where}: {given[0]} is ignored (to move the "
+                        f"group: evlog groups reset {self.group} --to OFFSET)", group=self.group)
+
     def _feed(self, out: queue.Queue[Any]) -> None:
         """Feeder thread: (frames, end) items, each a task's matching frames (at most `batch`, maybe none)
         and the offset after the last record the item covers; then ("end", offset) or ("error", e)."""
@@ -225,6 +243,8 @@ class Consumer:
             select = self.select
             batch = self.opts.batch
             saved = self.start_position()
+            if saved is not None:
+                self._start_ignored(saved)
             r = self.rng
             reader = self.log.reader(self.types)
             chunks = reader.chunks(r if saved is None else Range(start=saved, to=r.to, until_us=r.until_us))
@@ -417,9 +437,19 @@ class Consumer:
             st.running[id(task)] = task
             busy |= task.keys
             if self.opts.dry_run:
-                st.done.put(_Result(task, runner.Outcome(0, None, b"", 0.0), 0))
+                st.done.put(self._dry_run(task))
             else:
                 pool.submit(self._work, task, st.done)
+
+    def _dry_run(self, task: _Task) -> _Result:
+        """A task not run: what its handler would get on stdin goes to out_fd (with list_dry_run)."""
+        try:
+            stdin, _ = self._prepare(task)
+        except EvlogError as e:
+            return _Result(task, None, 0, e)
+        if self.opts.list_dry_run:
+            runner._write_all(self.out_fd, stdin)
+        return _Result(task, runner.Outcome(0, None, b"", 0.0), 0)
 
     def _work(self, task: _Task, done_q: queue.Queue[_Result]) -> None:
         """Worker thread: run the handler with retries; report the last outcome."""
@@ -456,6 +486,11 @@ class Consumer:
             return None  # one dead letter says it already: this one stays unfinished, for the next run
         n = len(task.frames)
         self.summary.events += n
+        if self.opts.dry_run:
+            self.summary.dry_run = True
+            self.summary.calls += 1
+            task.done = True
+            return None
         self.summary.retries += max(0, result.attempts - 1)
         if outcome.ok:
             self.summary.succeeded += n

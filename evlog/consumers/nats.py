@@ -256,6 +256,7 @@ class NatsGroupConsumer(Consumer):
         self.nats: NatsLog = log
         self.window = max(1, self.opts.concurrency * self.opts.batch)
         self.held: dict[int, bytes] = {}  # offset -> reply subject of an event fetched and not acked yet
+        self.shown: list[bytes] = []  # reply subjects of events a dry run showed (handed back at the end)
         self.held_lock = threading.Lock()
         self.pulls: Any = None  # the feeder's requests and their connection (evlog.store.nats_wire)
         self.fed = threading.Event()  # the feeder has stopped
@@ -278,6 +279,7 @@ class NatsGroupConsumer(Consumer):
             else:
                 groups.create(name, r.start, start_time_us=r.since_us, types=self.types, window=self.window)
         else:
+            self._start_ignored(int(info.ack_floor.stream_seq))
             c = info.config
             subjects = self.nats.filter_subjects(self.types)
             current = c.filter_subjects or ([c.filter_subject] if c.filter_subject else [])
@@ -406,7 +408,12 @@ class NatsGroupConsumer(Consumer):
         task = result.task
         if task.done:
             offset_of = self.log.codec.offset
-            self._ack([offset_of(f) for f in task.frames])
+            offsets = [offset_of(f) for f in task.frames]
+            if self.opts.dry_run:  # not acked: its events go back to the group when this process stops
+                with self.held_lock:
+                    self.shown += [r for r in (self.held.pop(o, None) for o in offsets) if r is not None]
+            else:
+                self._ack(offsets)
         return error
 
     def _checkpoint(self, st: Any, force: bool = False) -> None:
@@ -420,8 +427,9 @@ class NatsGroupConsumer(Consumer):
         make sure the server has read every acknowledgement before the connection closes."""
         self.fed.wait(2 * PULL_EXPIRES + 1)
         with self.held_lock:
-            replies = list(self.held.values())
+            replies = list(self.held.values()) + self.shown
             self.held.clear()
+            self.shown = []
         pulls = self.pulls
         try:
             if pulls is not None and self.fed.is_set():

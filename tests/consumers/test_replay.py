@@ -306,6 +306,23 @@ def test_dry_run_runs_nothing_and_moves_no_checkpoint(cli: Evlog, tmp_path: Path
     assert rec.offsets() == [0, 1, 2]
 
 
+def test_dry_run_lists_what_it_would_deliver_and_claims_no_delivery(cli: Evlog, tmp_path: Path) -> None:
+    """The records a handler would get go to stdout, as its stdin would hold them; stderr says what would
+    happen and never that anything was delivered; --json prints the summary alone, with nothing succeeded."""
+    cli.batch([{"type": "t", "data": i} for i in range(3)])
+    rec = Recorder(tmp_path / "h")
+    r = replay(cli, rec, "--dry-run", "--from", "1", "--batch", "5")
+    assert r.rc == 0
+    assert [json.loads(x)["offset"] for x in r.out.splitlines()] == [1, 2]
+    assert "dry run: would deliver 2 events in 1 handler call; nothing was run" in r.err, r.err
+    assert "delivered" not in r.err, r.err
+    r = replay(cli, rec, "--dry-run", "--json")
+    assert len(r.out.splitlines()) == 1
+    s = summary(r)
+    assert (s["events"], s["succeeded"], s["dry_run"]) == (3, 0, True)
+    assert rec.calls() == []
+
+
 # -- ranges, filters and groups ---------------------------------------------------------------------
 
 def test_filters_and_ranges_choose_the_events(cli: Evlog, tmp_path: Path) -> None:

@@ -112,6 +112,35 @@ class ConsumeContract:
         assert result.rc == 0 and summary(result)["events"] == 0
         assert log.info()["groups"] == [{"name": "billing", "position": 5, "lag": 0}]
 
+    def test_a_dry_run_with_a_group_takes_nothing_from_it(self, log: Log, tmp_path: Path) -> None:
+        """A dry run lists the group's events but does not move the group (on a NATS log: acknowledges none),
+        so the real run that follows gets every one of them."""
+        log.batch(history(3))
+        handler = Recorder(tmp_path / "h")
+        result = log.replay(handler.argv, "--group", "g", "--dry-run")
+        assert result.rc == 0, result.err
+        assert [json.loads(x)["offset"] for x in result.out.splitlines()] == [0, 1, 2]
+        assert handler.calls() == []
+        assert log.replay(handler.argv, "--group", "g").rc == 0
+        assert handler.offsets() == [0, 1, 2]
+
+    def test_a_start_given_to_a_group_that_has_a_position_is_ignored_and_said_so(self, log: Log,
+                                                                                tmp_path: Path) -> None:
+        """The group resumes where it is; stderr says that --from was ignored and how to move the group."""
+        log.batch(history(4))
+        handler = Recorder(tmp_path / "h")
+        assert log.replay(handler.argv, "--group", "g", "--to", 1).rc == 0
+        result = log.replay(handler.argv, "--group", "g", "--from", 0)
+        assert result.rc == 0
+        assert handler.offsets() == [0, 1, 2, 3]
+        assert "group 'g' resumes at offset 2: --from 0 is ignored" in result.err, result.err
+        assert "evlog groups reset g --to OFFSET" in result.err
+        quiet = log.replay(handler.argv, "--group", "g")
+        assert "ignored" not in quiet.err
+        fresh = log.replay(handler.argv, "--group", "new", "--from", 3)
+        assert "ignored" not in fresh.err
+        assert handler.offsets() == [0, 1, 2, 3, 3]
+
     def test_groups_reset_and_delete(self, log: Log, tmp_path: Path) -> None:
         """groups reset moves a checkpoint (--to, --to-start, --to-end, --to-time); delete removes it."""
         log.batch(history(6))
