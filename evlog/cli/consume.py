@@ -114,9 +114,9 @@ def replay(
     log = log_of(ctx)
     from evlog.cli.progress import consumer_progress
 
-    with consumer_progress(log, "replay") as progress:
-        consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, progress=progress,
-                             report=diag.emit)
+    consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, report=diag.emit)
+    with consumer_progress(log, "replay", consumer.planned) as progress:
+        consumer.progress = progress
         summary = consumer.run()
     summary_out(summary, json_)
     if summary.dead_lettered:

@@ -10,15 +10,17 @@ from typing import Any
 
 
 @contextmanager
-def consumer_progress(log: Any, label: str) -> Iterator[Callable[[Any], None] | None]:
-    """A callback taking a delivery Summary, drawing events done, rate and failures; None off a terminal."""
+def consumer_progress(log: Any, label: str,
+                      planned: Callable[[], int | None]) -> Iterator[Callable[[Any], None] | None]:
+    """A callback taking a delivery Summary, drawing events done, rate and failures; None off a terminal.
+    The total is what the run goes through when that is known before it starts (`planned`), else none."""
     if not sys.stderr.isatty():
         yield None
         return
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    total = max(0, log.next_offset())
+    total = planned()
     with Progress(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"),
                   TextColumn("{task.fields[failures]}"), TimeElapsedColumn(),
                   console=Console(stderr=True), transient=True) as bar:

@@ -217,6 +217,28 @@ class Consumer:
 
     # -- the source of events --------------------------------------------------------------
 
+    def planned(self) -> int | None:
+        """How many events this run goes through, when that is known before it starts: not following, no
+        filter and no time bound; None otherwise (a progress bar then shows no total). After a key
+        compaction the offsets of the range hold fewer events than this."""
+        r = self.rng
+        if self.follow or self.select is not None or self.types or r.since_us is not None \
+                or r.until_us is not None:
+            return None
+        info = self.log.info()
+        if info["last_offset"] is None:
+            return 0
+        first, end = info["first_offset"], info["last_offset"] + 1
+        start = self.start_position()
+        if start is None:
+            start = r.start if r.start is not None else end - r.last if r.last is not None else first
+        if r.to is not None:
+            end = min(end, r.to + 1)
+        start = max(start, first)
+        if (start, end) == (first, info["last_offset"] + 1):
+            return int(info["events"])  # the whole log: exact, whatever gaps it has
+        return max(0, end - start)
+
     def start_position(self) -> int | None:
         if self.checkpoint_name is not None:
             saved = self.groups.get(self.checkpoint_name)

@@ -264,6 +264,16 @@ class NatsGroupConsumer(Consumer):
     def start_position(self) -> int | None:
         return None  # the durable consumer knows where it is
 
+    def planned(self) -> int | None:
+        """What the group's consumer still has to deliver or have acknowledged, without filters or bounds."""
+        r = self.rng
+        if self.follow or self.select is not None or self.types or r.to is not None or r.until_us is not None:
+            return None
+        info = NatsGroups(self.nats)._info(self.group or "")
+        if info is None:
+            return super().planned()
+        return int(info.num_pending) + int(info.num_ack_pending)
+
     def _bind(self) -> None:
         """Make the group's consumer on first use (from the range's start, or the beginning); give it this
         run's filters and a window at least this process's."""

@@ -124,3 +124,25 @@ def test_a_dry_run_runs_nothing_and_saves_nothing(tmp_path, log):
     consume(log, rec, group="g", dry_run=True)
     assert rec.calls() == []
     assert Groups(log.dir).get("g") is None
+
+
+@pytest.mark.parametrize(("kw", "expected"), [
+    ({}, 12),
+    ({"rng": Range(start=3, to=5)}, 3),
+    ({"rng": Range(start=10, to=50)}, 2),
+    ({"rng": Range(last=4)}, 4),
+    ({"rng": Range(last=4, to=9)}, 2),
+    ({"rng": Range(to=100)}, 12),
+    ({"group": "g", "rng": Range(start=0)}, 7),       # the group's position (5) wins over --from 0
+    ({"flt": Filter(["a"])}, None),                   # a filter: unknown before the run
+    ({"rng": Range(since_us=0)}, None),
+    ({"follow": True}, None),
+])
+def test_planned_is_what_the_run_goes_through_or_unknown(tmp_path, log, kw, expected):
+    """A progress bar's total: the events of the range (from a group's position), or None when a filter, a
+    time bound or following makes it unknown beforehand (it used to be the whole log, whatever the range)."""
+    Groups(log.dir).set("g", 5)
+    consumer = Consumer(LocalLog(log), Options(command=["true"]), out_fd=NULL, err_fd=NULL, **kw)
+    assert consumer.planned() == expected
+    if expected is not None and not kw.get("follow"):
+        assert consumer.run().events == expected
