@@ -17,8 +17,11 @@ _SIZE_UNITS = {
     "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
 }
 _SIZE_RE = re.compile(r"\s*(\d+)\s*([A-Za-z]*)\s*")
-_DURATION_UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000}
-_DURATION_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)\s*")
+_DURATION_UNITS_US = {"ms": 1_000, "s": 1_000_000, "m": 60_000_000, "h": 3_600_000_000, "d": 86_400_000_000,
+                      "w": 604_800_000_000}
+_DURATION_PART = r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)"
+_DURATION_RE = re.compile(rf"\s*(?:{_DURATION_PART}\s*)+")  # one or more parts: 90s, 2h30m, 1w 2d
+_DURATION_PART_RE = re.compile(_DURATION_PART)
 _DATE_RE = re.compile(r"\d{4}-\d{2}-\d{2}")
 
 
@@ -46,11 +49,15 @@ def parse_size(text: str) -> int:
 
 
 def parse_duration_us(text: str) -> int:
-    """`250ms`, `90s`, `15m`, `2h`, `7d` -> microseconds; ValueError otherwise (also past MAX_DURATION_US)."""
-    m = _DURATION_RE.fullmatch(text)
-    if m is None:
-        raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h or d, e.g. 90s)")
-    us = float(m.group(1)) * _DURATION_UNITS_US[m.group(2)]  # inf for hundreds of digits: refused below
+    """`250ms`, `90s`, `15m`, `2h`, `7d`, `1w`, or several of them (`2h30m`, `1w 2d`: each unit once) ->
+    microseconds; ValueError otherwise (also past MAX_DURATION_US)."""
+    parts = _DURATION_PART_RE.findall(text) if _DURATION_RE.fullmatch(text) else []
+    if not parts:
+        raise ValueError(f"not a duration: {text!r} (use a number and ms, s, m, h, d or w, e.g. 90s or 2h30m)")
+    units = [unit for _, unit in parts]
+    if len(set(units)) != len(units):
+        raise ValueError(f"not a duration: {text!r} (give each unit once, e.g. 2h30m)")
+    us = sum(float(n) * _DURATION_UNITS_US[unit] for n, unit in parts)  # inf for hundreds of digits: refused below
     if not us <= MAX_DURATION_US:
         raise ValueError(f"duration too long: {text!r} (at most 36500d, 100 years)")
     return round(us)
@@ -75,8 +82,9 @@ def now_us() -> int:
 
 
 def parse_time_us(text: str, now: int | None = None) -> int:
-    """RFC 3339, a date (midnight UTC) or a duration before now -> microseconds; ValueError otherwise,
-    also for a time outside the years 1 to 9999."""
+    """RFC 3339, a date and time without a zone (local time, as `date` shows it: `2026-12-03 06:55`,
+    `2026-12-03T06:55:30`), a date (midnight UTC) or a duration before now -> microseconds; ValueError
+    otherwise, also for a time outside the years 1 to 9999."""
     text = text.strip()
     if _DURATION_RE.fullmatch(text):
         t = (now_us() if now is None else now) - parse_duration_us(text)
@@ -95,9 +103,14 @@ def parse_time_us(text: str, now: int | None = None) -> int:
         moment = datetime.fromisoformat(iso)
     except ValueError:
         moment = None
-    if moment is None or "T" not in iso or moment.tzinfo is None:
-        raise ValueError(f"not a time: {text!r} (use RFC 3339 like 2026-11-27T08:00:00Z, "
-                         "a date like 2026-11-27, or a duration like 15m)")
+    if moment is None or ("T" not in iso and " " not in iso):
+        raise ValueError(f"not a time: {text!r} (use RFC 3339 like 2026-11-27T08:00:00Z, a local time like "
+                         "2026-11-27 08:00, a date like 2026-11-27, or a duration like 15m)")
+    if moment.tzinfo is None:  # the machine's local time, as `date` shows it
+        try:
+            moment = moment.astimezone()
+        except (OverflowError, OSError, ValueError):  # outside what the C library's local time handles
+            raise ValueError(f"not a time in the years 1 to 9999: {text!r}") from None
     return _to_us(moment)
 
 

@@ -42,7 +42,8 @@ FromOpt = Annotated[int | None, typer.Option("--from", min=0, metavar="OFFSET", 
 SinceOpt = Annotated[
     str | None,
     typer.Option(
-        "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339, a date, or a duration ago like 15m."
+        "--since", metavar="TIME", help="Start at this time (inclusive): RFC 3339 (2026-12-03T06:55:00Z), a local "
+        "time without a zone (2026-12-03 06:55), a date (midnight UTC), or a duration ago like 15m or 2h30m."
     ),
 ]
 LastOpt = Annotated[
@@ -50,7 +51,8 @@ LastOpt = Annotated[
     typer.Option("--last", min=0, metavar="N", help="Start at the N-th last event (counted before filtering)."),
 ]
 ToOpt = Annotated[int | None, typer.Option("--to", min=0, metavar="OFFSET", help="Stop after this offset (inclusive).")]
-UntilOpt = Annotated[str | None, typer.Option("--until", metavar="TIME", help="Stop before this time (exclusive).")]
+UntilOpt = Annotated[str | None, typer.Option(
+    "--until", metavar="TIME", help="Stop before this time (exclusive); the same forms as --since.")]
 TypeOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -4,7 +4,9 @@
   conflicting items, instead of keeping the last silently;
 - a range whose end comes before its start is a usage error, not an empty read;
 - `--where` of blanks means no filter, like `--where ''`;
-- counts read as English: "1 event", "2 events", "1 attempt", "1 segment".
+- counts read as English: "1 event", "2 events", "1 attempt", "1 segment";
+- times as people write them: a local time without a zone (like `date`),
+  durations of several parts (`2h30m`) and weeks (`1w`).
 """
 
 from __future__ import annotations
@@ -60,3 +62,25 @@ def test_counts_read_as_english(cli: Evlog) -> None:
     assert "after 1 attempt:" in r.err, r.err
     r = cli("replay", "--retries", "1", "--backoff", "10ms", "--from", "1", "--to", "1", "--", "false")
     assert "after 2 attempts:" in r.err, r.err
+
+
+def test_a_time_without_a_zone_is_local_time(cli: Evlog) -> None:
+    """Under TZ=EST5 (UTC-5), 06:55 local is 11:55Z; a bare date stays midnight UTC."""
+    cli.ok("append", "--batch", input="".join(
+        json.dumps({"type": "t", "time": t, "data": t}) + "\n"
+        for t in ("2026-12-03T00:00:00Z", "2026-12-03T11:54:00Z", "2026-12-03T11:56:00Z")))
+    est = {**cli.env, "TZ": "EST5"}
+    for since in ("2026-12-03 06:55", "2026-12-03T06:55", "2026-12-03T06:55:00"):
+        got = [json.loads(x)["data"] for x in cli.ok("read", "--since", since, env=est).splitlines()]
+        assert got == ["2026-12-03T11:56:00Z"], since
+    got = [json.loads(x)["data"] for x in cli.ok("read", "--until", "2026-12-03 06:55", env=est).splitlines()]
+    assert got == ["2026-12-03T00:00:00Z", "2026-12-03T11:54:00Z"]
+    assert len(cli.ok("read", "--since", "2026-12-03", env=est).splitlines()) == 3
+
+
+def test_durations_of_several_parts_and_weeks(cli: Evlog) -> None:
+    cli.ok("append", "a.b")
+    assert len(cli.ok("read", "--since", "1w").splitlines()) == 1
+    assert len(cli.ok("read", "--since", "2h30m").splitlines()) == 1
+    assert cli.ok("read", "--until", "1h30m") == ""
+    assert_one_error(cli("read", "--since", "2h2h"), 2, "each unit once")
