@@ -11,6 +11,7 @@ from evlog.cli.basics import state, write_out
 from evlog.cli.diag import diag
 from evlog.errors import ExitCode, UsageError
 from evlog.store.reader import Range
+from evlog.units import count
 
 app = typer.Typer(add_completion=False)
 
@@ -54,7 +55,8 @@ def append(
         str | None,
         typer.Option("--id", metavar="ID", help="Event id; the same id within dedup_window is appended once."),
     ] = None,
-    json_: Annotated[bool, typer.Option("--json", help="Print the record (or --batch summary) as JSON.")] = False,
+    json_: Annotated[bool, typer.Option(
+        "--json", help="Print the record (or the --batch/--stream summary) as JSON.")] = False,
     batch: Annotated[bool, typer.Option("--batch", help="Append JSON Lines from stdin, all or nothing.")] = False,
     stream: Annotated[bool, typer.Option("--stream", help="Append JSON Lines from stdin as they arrive.")] = False,
     log_time: Annotated[
@@ -85,6 +87,8 @@ def append(
                 raise UsageError("--batch and --stream cannot be combined")
             if type_ is not None or fields or data is not None or key or subject or id_:
                 raise UsageError("--batch/--stream read events from stdin; give no TYPE, FIELD or event options")
+            if sys.stdin.isatty():  # else it would wait for input with no word of what it waits for
+                diag.info("reading events from the terminal, one JSON object per line; Ctrl-D to end")
             if batch:
                 summary = appending.batch(target, sys.stdin.fileno(), source, keep_times=not log_time)
                 if json_:
@@ -92,11 +96,11 @@ def append(
                 diag.info(summary.text())
                 return
             streamed = appending.stream(target, sys.stdin.fileno(), source, keep_times=not log_time)
-            if streamed.raised:
-                diag.info(f"{streamed.raised} time{'s' if streamed.raised != 1 else ''} earlier than the log's "
-                          "newest raised to it")
+            if json_:
+                write_out(streamed.json_line())
+            diag.info(streamed.text())
             if streamed.bad:
-                diag.warning(f"{streamed.bad} invalid line{'s' if streamed.bad != 1 else ''} skipped")
+                diag.warning(f"{count(streamed.bad, 'invalid line')} skipped")
                 raise typer.Exit(ExitCode.PARTIAL)
             return
         if type_ is None:

@@ -229,3 +229,10 @@ class Appended(msgspec.Struct):
 class StreamSummary(Appended):
     lines: int = 0
     bad: int = 0
+
+    def json_line(self) -> bytes:
+        return msgspec.json.encode({"count": self.count, "first": self.first, "last": self.last,
+                                    "skipped": self.bad}) + b"\n"
+
+    def text(self) -> str:
+        return BatchSummary(self.count, self.first, self.last, self.duplicates, self.raised).text()

@@ -84,3 +84,38 @@ def test_durations_of_several_parts_and_weeks(cli: Evlog) -> None:
     assert len(cli.ok("read", "--since", "2h30m").splitlines()) == 1
     assert cli.ok("read", "--until", "1h30m") == ""
     assert_one_error(cli("read", "--since", "2h2h"), 2, "each unit once")
+
+
+def test_a_stream_ends_with_a_summary_and_json_on_request(cli: Evlog) -> None:
+    r = cli("append", "--stream", "--json", input='{"type":"a"}\n{"bad\n{"type":"b"}\n')
+    assert r.rc == 3
+    assert json.loads(r.out) == {"count": 2, "first": 0, "last": 1, "skipped": 1}
+    assert "appended 2 events, offsets 0..1" in r.err
+    assert "1 invalid line skipped" in r.err
+
+
+@pytest.mark.parametrize("mode", ["--batch", "--stream"])
+def test_reading_events_from_a_terminal_says_so(cli: Evlog, mode: str) -> None:
+    """With a terminal on stdin, --batch/--stream say what they wait for and how to end; Ctrl-D ends."""
+    import os
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen(cli.argv(["append", mode]), stdin=slave, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=cli.env, cwd=cli.tmp)
+        os.close(slave)
+        os.write(master, b'{"type":"typed.in"}\n')
+        os.write(master, b"\x04")  # Ctrl-D at the start of a line: end of input
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(master)
+    assert proc.returncode == 0, err
+    assert b"reading events from the terminal, one JSON object per line; Ctrl-D to end" in err
+    assert [r["type"] for r in cli.records()] == ["typed.in"]
+
+
+def test_no_terminal_hint_in_a_pipe(cli: Evlog) -> None:
+    r = cli("append", "--batch", input='{"type":"a"}\n')
+    assert "terminal" not in r.err
