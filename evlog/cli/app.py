@@ -165,11 +165,51 @@ def main(argv: list[str] | None = None) -> None:
     sys.exit(code)
 
 
+def _invoke(args: list[str]) -> Any:
+    """Run the command line. evlog's own options (-d, --nats-creds, -v, ...) may also follow the command
+    (`evlog read -d DIR`): one that the command does not know is moved before it, and parsing starts again
+    (nothing has run yet when an option is unknown). Arguments after `--` are a handler's and stay."""
+    from typer._click.exceptions import NoSuchOption
+
+    root = typer.main.get_command(app)
+    for _ in range(8):
+        try:
+            return root.main(args, prog_name="evlog", standalone_mode=False)
+        except NoSuchOption as e:
+            moved = _global_first(root, args, e.option_name)
+            if moved is None:
+                raise
+            args = moved
+    return root.main(args, prog_name="evlog", standalone_mode=False)
+
+
+def _global_first(root: Any, args: list[str], name: str) -> list[str] | None:
+    """`args` with the last use of the global option `name` (before any `--`) moved to the front; None
+    when `name` is no global option or is not found in a form that can be moved."""
+    params = {opt: p for p in root.params for opt in (*getattr(p, "opts", ()), *getattr(p, "secondary_opts", ()))}
+    param = params.get(name)
+    if param is None or not name.startswith("-"):
+        return None
+    takes_value = not getattr(param, "is_flag", False) and not getattr(param, "count", False)
+    end = args.index("--") if "--" in args else len(args)
+    for i in range(end - 1, 0, -1):
+        token = args[i]
+        if token == name:
+            n = 2 if takes_value else 1
+            if i + n > end:
+                return None
+            return args[i:i + n] + args[:i] + args[i + n:]
+        if takes_value and (token.startswith(name + "=") if name.startswith("--") else
+                            token.startswith(name) and len(token) > len(name)):
+            return [token, *args[:i], *args[i + 1:]]
+    return None
+
+
 def _run(args: list[str], debug: bool) -> int:
     INVOCATION[:] = args
     try:
         try:
-            rv = typer.main.get_command(app).main(args, prog_name="evlog", standalone_mode=False)
+            rv = _invoke(args)
             return rv if isinstance(rv, int) else 0
         finally:
             sys.stdout.flush()

@@ -119,3 +119,19 @@ def test_reading_events_from_a_terminal_says_so(cli: Evlog, mode: str) -> None:
 def test_no_terminal_hint_in_a_pipe(cli: Evlog) -> None:
     r = cli("append", "--batch", input='{"type":"a"}\n')
     assert "terminal" not in r.err
+
+
+def test_evlogs_own_options_may_follow_the_command(cli: Evlog, tmp_path) -> None:
+    """`evlog read -d DIR` works as `evlog -d DIR read` does (it was "No such option: -d"); a handler's
+    arguments after `--` are left alone; an option nobody knows is still a usage error."""
+    other = tmp_path / "other"
+    assert cli.ok("append", "x.y", "-d", other) == "0\n"
+    cli.ok("append", "here")  # the default log (EVLOG_DIR) holds another event
+    for args in (["read", "-d", other], ["read", f"--dir={other}"], ["read", f"-d{other}"],
+                 ["read", "--format", "json", "-d", other, "-v"]):
+        assert [json.loads(x)["type"] for x in cli.ok(*args).splitlines()] == ["x.y"], args
+    assert cli.ok("groups", "list", "--json", "-d", other) == "[]\n"
+    r = cli("replay", "-d", other, "--", "sh", "-c", 'test "$1" = -d', "sh", "-d")
+    assert r.rc == 0, r.err
+    assert_one_error(cli("read", "--nope", "-d", other), 2, "No such option: --nope")
+    assert_one_error(cli("read", "-d"), 2, "")
