@@ -15,8 +15,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,6 +138,19 @@ def nats_server(tmp_path: Path):
         yield server
     finally:
         server.stop()
+
+
+@contextmanager
+def stream_log(server: NatsServer, stream: str) -> Iterator[Any]:
+    """An evlog.store.nats.NatsLog on a new stream of `server`, closed at the end."""
+    from evlog.store.nats import NatsLog
+
+    log = NatsLog(f"{server.url}/{stream}", timeout=10)
+    log.create()
+    try:
+        yield log
+    finally:
+        log.close()
 
 
 def start_cluster(tmp_path: Path) -> NatsCluster:

@@ -12,7 +12,7 @@ import json
 
 import pytest
 from conftest import Evlog, assert_one_error
-from nats_helpers import NatsServer
+from nats_helpers import NatsServer, stream_log
 
 from evlog.ingest.event import Validator
 from evlog.store.framing import CODECS
@@ -21,12 +21,8 @@ from evlog.store.nats import ATOMIC_BATCH, NatsLog
 
 @pytest.fixture
 def log(nats_server: NatsServer):
-    log = NatsLog(f"{nats_server.url}/chunks", timeout=10)
-    log.create()
-    try:
+    with stream_log(nats_server, "chunks") as log:
         yield log
-    finally:
-        log.close()
 
 
 def items(n: int, start: int = 0, **extra: object) -> list[bytes]:

@@ -13,7 +13,7 @@ import time
 
 import pytest
 from conftest import Evlog
-from nats_helpers import NatsServer
+from nats_helpers import NatsServer, stream_log
 
 from evlog.consumers.nats import NatsGroups
 from evlog.store.nats import NatsLog, _fetch
@@ -21,12 +21,8 @@ from evlog.store.nats import NatsLog, _fetch
 
 @pytest.fixture
 def log(nats_server: NatsServer):
-    log = NatsLog(f"{nats_server.url}/wire", timeout=10)
-    log.create()
-    try:
+    with stream_log(nats_server, "wire") as log:
         yield log
-    finally:
-        log.close()
 
 
 def append(cli: Evlog, log: NatsLog, n: int, start: int = 0) -> None:
