@@ -31,9 +31,9 @@ MIN_TIME_US = -62_135_596_800_000_000      # 0001-01-01T00:00:00Z
 MAX_TIME_US = 253_402_300_799_999_999      # 9999-12-31T23:59:59.999999Z
 
 
-def count(n: int, noun: str) -> str:
-    """`1 event`, `2 events`: a count with its noun (a regular plural)."""
-    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+def count(n: int, noun: str, plural: str | None = None) -> str:
+    """`1 event`, `2 events`, `0 retries`: a count with its noun (a regular plural unless given)."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
 
 
 def parse_size(text: str) -> int:

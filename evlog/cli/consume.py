@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
+from evlog.cli import signals as stop
 from evlog.cli.basics import log_of, parse_arg
 from evlog.cli.diag import diag
 from evlog.cli.options import (
@@ -117,7 +118,11 @@ def replay(
     consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, report=diag.emit)
     with consumer_progress(log, "replay", consumer.planned) as progress:
         consumer.progress = progress
-        summary = consumer.run()
+        try:
+            summary = consumer.run()
+        except (KeyboardInterrupt, stop.Terminated):  # the handlers finished and the checkpoint is saved
+            diag.info(consumer.summary.text())
+            raise
     summary_out(summary, json_)
     if summary.dead_lettered:
         raise typer.Exit(ExitCode.PARTIAL)

@@ -156,7 +156,14 @@ def run_hooks(log: Log, names: list[str], follow: bool,
     ]
     if not consumers:
         return [], []
-    summaries, errors = run_consumers(consumers)
+    errors: list[tuple[Consumer, BaseException]] = []
+    try:
+        summaries, errors = run_consumers(consumers)
+    finally:  # each hook's summary, also when a signal stops them all (after their handlers finished)
+        failed = {id(c) for c, _ in errors}
+        for c in consumers:
+            if id(c) not in failed:  # a hook that failed has its error line instead
+                report("info", f"hook {c.hook}: {c.summary.text()}", hook=c.hook, **c.summary.as_dict())
     return summaries, [(c.hook or "?", e) for c, e in errors]
 
 

@@ -85,8 +85,8 @@ class Summary:
         if self.dry_run:
             return (f"dry run: would deliver {count(self.events, 'event')} in {count(self.calls, 'handler call')}; "
                     "nothing was run")
-        return (f"delivered {self.succeeded} of {self.events} events, {self.retries} retries, "
-                f"{self.dead_lettered} dead-lettered, {self.elapsed_s:.2f}s")
+        return (f"delivered {self.succeeded} of {count(self.events, 'event')}, "
+                f"{count(self.retries, 'retry', 'retries')}, {self.dead_lettered} dead-lettered, {self.elapsed_s:.2f}s")
 
 
 def base_env(where: str, clean: bool, group: str | None, hook: str | None) -> dict[str, str]:
