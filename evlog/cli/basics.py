@@ -108,14 +108,22 @@ def parse_arg(what: str, parse: Any, text: str | None) -> Any:
         raise UsageError(f"{what}: {e}") from None
 
 
-def rows_out(rows: list[dict[str, Any]], json_: bool, line: Any) -> None:
-    """A JSON array with --json, else one text line per row."""
-    if json_:
-        import msgspec
+def rows_out(rows: list[dict[str, Any]], json_: bool, table: Any, what: str) -> None:
+    """A JSON array with --json; else on a terminal a table (`table(rows)`), or a line saying there are no
+    `what` on stderr; in a pipe one JSON object per line."""
+    import msgspec
 
+    if json_:
         write_out(msgspec.json.encode(rows) + b"\n")
+    elif sys.stdout.isatty():
+        if rows:
+            table(rows)
+        else:
+            from evlog.cli.diag import diag
+
+            diag.info(f"no {what}")
     else:
-        sys.stdout.write("".join(line(r) + "\n" for r in rows))
+        write_out(b"".join(msgspec.json.encode(r) + b"\n" for r in rows))
 
 
 def write_out(data: bytes | None) -> None:

@@ -22,15 +22,16 @@ def groups_list(
     ctx: typer.Context,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of {name, position, lag}.")] = False,
 ) -> None:
-    """Show each group's position (the next offset it will be given) and lag.
+    """Show each group's position (the next offset it will be given) and lag: a table on a terminal, JSON
+    Lines in a pipe.
 
     Example: evlog groups list --json
     """
 
+    from evlog.cli.pretty import rows_table
     from evlog.consumers.admin import group_rows
 
-    rows_out(group_rows(log_of(ctx)), json_,
-              lambda r: f"{r['name']}\tposition {r['position']}\tlag {r['lag']}")
+    rows_out(group_rows(log_of(ctx)), json_, lambda rows: rows_table(rows, ("name", "position", "lag")), "groups")
 
 
 @app.command("reset")

@@ -82,21 +82,27 @@ def hooks_list(
     ctx: typer.Context,
     json_: Annotated[bool, typer.Option("--json", help="Print a JSON array of hooks.")] = False,
 ) -> None:
-    """List hooks: name, filters, command, position, lag, dead letters, paused.
+    """List hooks: name, filters, command, position, lag, dead letters, paused (a table on a terminal, JSON
+    Lines in a pipe).
 
     Example: evlog hooks list --json
     """
+    from evlog.cli.pretty import rows_table
     from evlog.consumers import admin as consumers
 
-    rows_out(consumers.hook_rows(log_of(ctx, HOOKS_ARE_LOCAL)), json_, _hook_line)
+    def table(rows: list[dict[str, Any]]) -> None:
+        rows_table([_hook_cells(r) for r in rows],
+                   ("name", "state", "filters", "position", "lag", "dead letters", "command"))
+
+    rows_out(consumers.hook_rows(log_of(ctx, HOOKS_ARE_LOCAL)), json_, table, "hooks")
 
 
-def _hook_line(r: dict[str, Any]) -> str:
-    state = "paused" if r["paused"] else "active"
+def _hook_cells(r: dict[str, Any]) -> dict[str, Any]:
     filters = " ".join(f"--{k.rstrip('s')} {shlex.quote(v)}" if isinstance(v, str) else
                        " ".join(f"--type {shlex.quote(t)}" for t in v) for k, v in r["filters"].items())
-    return (f"{r['name']}\t{state}\t{filters or 'all events'}\tposition {r['position']}\tlag {r['lag']}\t"
-            f"dead letters {r['dead_letters']}\t{shlex.join(r['command'])}")
+    return {"name": r["name"], "state": "paused" if r["paused"] else "active", "filters": filters or "all events",
+            "position": r["position"], "lag": r["lag"], "dead letters": r["dead_letters"],
+            "command": shlex.join(r["command"])}
 
 
 @app.command("show")

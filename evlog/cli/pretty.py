@@ -61,6 +61,21 @@ def _fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(1, width - 1)] + "…"
 
 
+def rows_table(rows: list[dict], columns: tuple[str, ...], console: Console | None = None) -> None:
+    """Rows as a table with these columns (`groups list`, `hooks list` on a terminal)."""
+    from rich.table import Table
+
+    table = Table(box=None, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold", justify="right" if col in NUMERIC else "left")
+    for r in rows:
+        table.add_row(*("-" if r.get(c) is None else str(r.get(c)) for c in columns))
+    (console or Console()).print(table)
+
+
+NUMERIC = frozenset({"position", "lag", "dead letters"})
+
+
 def dead_letter_table(entries: list[dict]) -> None:
     """`dlq list` on a terminal: one row per entry."""
     from rich.table import Table
