@@ -183,7 +183,7 @@ class Consumer:
         self.groups = groups_of(log)
         self.dead = dead_letters_of(log)
         self.stop = threading.Event()
-        self.summary = Summary()
+        self.summary = Summary(dry_run=options.dry_run)
         self.base_env = self._base_env()
         self.cannot_start: HandlerCannotStart | None = None
         o = options

@@ -321,6 +321,8 @@ def test_dry_run_lists_what_it_would_deliver_and_claims_no_delivery(cli: Evlog, 
     s = summary(r)
     assert (s["events"], s["succeeded"], s["dry_run"]) == (3, 0, True)
     assert rec.calls() == []
+    r = replay(cli, rec, "--dry-run", "--from", "3")  # nothing in range: still a dry run's summary
+    assert r.out == "" and "dry run: would deliver 0 events in 0 handler calls" in r.err, r.err
 
 
 # -- ranges, filters and groups ---------------------------------------------------------------------
