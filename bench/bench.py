@@ -1557,17 +1557,22 @@ PLANS = ("free", "team", "pro")
 REASONS = ("card_declined", "insufficient_funds", "expired")
 
 
-def generate_events(path: Path, n: int, seed: int) -> int:
-    """Write n deterministic ~130-byte events as JSON Lines; return the byte count."""
+def generate_events(path: Path, n: int, seed: int, types: list[tuple[str, int]] | None = None,
+                    counts: dict[str, int] | None = None) -> int:
+    """Write n deterministic ~130-byte events as JSON Lines; return the byte count. `types` is the (type,
+    weight) mix (TYPES by default; a type not in TYPES gets an order-shaped payload); `counts`, when given,
+    is filled with the count per type."""
     rng = random.Random(seed)
-    names = [t for t, _ in TYPES]
-    weights = [w for _, w in TYPES]
+    names = [t for t, _ in types or TYPES]
+    weights = [w for _, w in types or TYPES]
     dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
     total = 0
     with open(path, "w", encoding="ascii", newline="\n") as f:
         buf = []
         for i in range(n):
             etype = rng.choices(names, weights)[0]
+            if counts is not None:
+                counts[etype] = counts.get(etype, 0) + 1
             cust = f"cust-{rng.randrange(100_000):05d}"
             order = f"o-{rng.randrange(10_000_000):07d}"
             qty = rng.randint(1, 6)
@@ -1602,7 +1607,7 @@ def generate_events(path: Path, n: int, seed: int) -> int:
                     "lang": "de",
                     "seq": i,
                 }
-            else:  # payment.failed
+            elif etype == "payment.failed":
                 data = {
                     "order": order,
                     "total": round(rng.uniform(5, 500), 2),
@@ -1610,6 +1615,8 @@ def generate_events(path: Path, n: int, seed: int) -> int:
                     "reason": rng.choice(REASONS),
                     "retry": rng.randint(0, 3),
                 }
+            else:  # a type a caller added to the mix (bench_nats.py's rare type)
+                data = {"order": order, "qty": qty, "total": round(rng.uniform(5, 500), 2), "cur": "EUR", "seq": i}
             line = dumps({"type": etype, "key": cust, "data": data}) + "\n"
             total += len(line)
             buf.append(line)

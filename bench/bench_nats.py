@@ -45,7 +45,6 @@ import argparse
 import json
 import os
 import platform
-import random
 import resource
 import shlex
 import shutil
@@ -61,23 +60,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+from bench import TYPES as BENCH_TYPES
 from bench import Row, child_env, find_evlog, fmt_rate, fmt_s, interpreter_of, log, print_table, stop_process
+from bench import generate_events as generate
 
 SEED = 20261127
 RARE_TYPE = "order.refunded"  # ~1% of the events: what `read --type` selects
-TYPES = [  # (type, weight): bench.py's mix, plus the rare type
-    ("order.created", 30),
-    ("order.paid", 25),
-    ("order.shipped", 12),
-    ("user.signup", 15),
-    ("payment.failed", 10),
-    ("order.created.v2", 8),
-    (RARE_TYPE, 1),
-]
-CARRIERS = ("dhl", "ups", "gls", "dpd")
-METHODS = ("card", "sepa", "paypal")
-PLANS = ("free", "team", "pro")
-REASONS = ("card_declined", "insufficient_funds", "expired")
+TYPES = [*BENCH_TYPES, (RARE_TYPE, 1)]  # (type, weight): bench.py's mix, plus the rare type
 HANDLER = ["sh", "-c", "cat > /dev/null"]
 REPLAY_BATCH = "1000"
 
@@ -443,49 +432,9 @@ STEPS = {
 
 
 def generate_events(path: Path, n: int, seed: int) -> tuple[int, Counter[str]]:
-    """Write n deterministic ~130-byte events as JSON Lines; return the byte count and the count per type."""
-    rng = random.Random(seed)
-    names = [t for t, _ in TYPES]
-    weights = [w for _, w in TYPES]
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
-    total = 0
+    """bench.py's events with the rare type in the mix; the byte count and the count per type."""
     counts: Counter[str] = Counter()
-    with open(path, "w", encoding="ascii", newline="\n") as f:
-        buf = []
-        for i in range(n):
-            etype = rng.choices(names, weights)[0]
-            counts[etype] += 1
-            cust = f"cust-{rng.randrange(100_000):05d}"
-            order = f"o-{rng.randrange(10_000_000):07d}"
-            qty = rng.randint(1, 6)
-            data: dict[str, Any]
-            if etype.startswith("order.created"):
-                data = {"order": order, "qty": qty, "total": round(rng.uniform(5, 500), 2),
-                        "item": {"sku": f"SKU-{rng.randrange(10_000):04d}", "n": qty}}
-            elif etype == "order.paid":
-                data = {"order": order, "qty": qty, "total": round(rng.uniform(5, 500), 2),
-                        "method": rng.choice(METHODS), "cur": "EUR", "seq": i}
-            elif etype == "order.shipped":
-                data = {"order": order, "qty": qty, "carrier": rng.choice(CARRIERS),
-                        "to": {"zip": f"{rng.randrange(100_000):05d}", "cc": "DE"}}
-            elif etype == "user.signup":
-                cust = f"user-{rng.randrange(1_000_000):06d}"
-                data = {"plan": rng.choice(PLANS), "ref": {"src": "ads", "campaign": f"c{rng.randrange(100)}"},
-                        "lang": "de", "seq": i}
-            elif etype == RARE_TYPE:
-                data = {"order": order, "qty": qty, "total": round(rng.uniform(5, 500), 2), "cur": "EUR",
-                        "seq": i}
-            else:  # payment.failed
-                data = {"order": order, "total": round(rng.uniform(5, 500), 2), "cur": "EUR",
-                        "reason": rng.choice(REASONS), "retry": rng.randint(0, 3)}
-            line = dumps({"type": etype, "key": cust, "data": data}) + "\n"
-            total += len(line)
-            buf.append(line)
-            if len(buf) >= 10_000:
-                f.write("".join(buf))
-                buf.clear()
-        f.write("".join(buf))
-    return total, counts
+    return generate(path, n, seed, TYPES, counts), counts
 
 
 # --------------------------------------------------------------------------- main
