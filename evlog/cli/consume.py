@@ -116,7 +116,7 @@ def replay(
     from evlog.cli.progress import consumer_progress
 
     consumer = _consumer(log, options, flt, group=group, rng=rng, follow=follow, report=diag.emit)
-    with consumer_progress(log, "replay", consumer.planned) as progress:
+    with consumer_progress("replay", consumer.planned) as progress:
         consumer.progress = progress
         try:
             summary = consumer.run()

@@ -10,8 +10,7 @@ from typing import Any
 
 
 @contextmanager
-def consumer_progress(log: Any, label: str,
-                      planned: Callable[[], int | None]) -> Iterator[Callable[[Any], None] | None]:
+def consumer_progress(label: str, planned: Callable[[], int | None]) -> Iterator[Callable[[Any], None] | None]:
     """A callback taking a delivery Summary, drawing events done, rate and failures; None off a terminal.
     The total is what the run goes through when that is known before it starts (`planned`), else none."""
     if not sys.stderr.isatty():

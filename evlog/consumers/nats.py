@@ -50,7 +50,7 @@ from evlog.consumers.checkpoints import check_name
 from evlog.consumers.consumer import Consumer, _Result
 from evlog.consumers.deadletter import Containment
 from evlog.errors import DeadLetterFull
-from evlog.store.nats import CURSOR_TIMEOUT, NatsLog, _ack_fields, _fetch
+from evlog.store.nats import CURSOR_TIMEOUT, NatsLog, _ack_fields, _fetch, _time_of
 from evlog.units import format_time, now_us
 
 PREFIX = "evlog_"
@@ -351,7 +351,7 @@ class NatsGroupConsumer(Consumer):
                 kept, beyond = [], []
                 for frame, reply in zip(frames, replies, strict=True):
                     offset = offset_of(frame)
-                    if (r.to is not None and offset > r.to) or (until is not None and _time(frame) >= until):
+                    if (r.to is not None and offset > r.to) or (until is not None and _time_of(frame) >= until):
                         beyond.append(reply)
                         continue
                     with self.held_lock:
@@ -461,9 +461,4 @@ async def _all(coros: Any) -> None:
     import asyncio
 
     await asyncio.gather(*coros)
-
-
-def _time(frame: bytes) -> str:
-    i = frame.index(b',"time":"') + 9
-    return frame[i:i + 27].decode()
 

@@ -313,6 +313,7 @@ class Deliveries:
                                                                             buf[m.end() + 1:end - 1])
             out(b'%b,"crc32":"%08x"}' % (body, crc(body)))
             pos = end + 2
+            # what _delivered() does, inline: this loop runs once per event
             self.last_seq, self._pending = sequence, pending
             if acks:
                 replies.append(reply)
